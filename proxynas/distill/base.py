@@ -1,0 +1,183 @@
+"""What every distiller is: ``train set + ipc -> a small labelled summary``.
+
+A distiller (coreset selector or synthetic-set optimiser) is a frozen dataclass
+whose fields are its user settings, registered in :data:`DISTILLERS`. The
+helpers here are the checks and bookkeeping all of them share, so each method
+module holds only its own paper's algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.errors import ConfigError, DataError, DivergenceError
+from proxynas.models import ConvNet
+from proxynas.progress import Progress, null_progress
+from proxynas.registry import Registry
+
+DISTILLERS: Registry[type["Distiller"]] = Registry("distiller")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A distilled set: ``ipc`` images per class, classes in order, on the CPU.
+
+    ``history`` is the method's objective per logged iteration (empty for
+    coresets, which optimise nothing iteratively).
+    """
+
+    data: ImageData
+    method: str
+    history: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Distiller(ABC):
+    """A dataset-distillation or coreset method; fields are its settings."""
+
+    name: ClassVar[str]
+    # True when the method optimises an objective over iterations (it then
+    # fills Summary.history and the conformance suite checks it decreases).
+    iterative: ClassVar[bool]
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the output depends on ``seed`` (False e.g. for herding on raw pixels)."""
+        return True
+
+    @abstractmethod
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """Summarise ``train`` into exactly ``ipc`` images per class.
+
+        Work happens on ``device``; the returned summary lives on the CPU with
+        labels sorted class by class (``[0]*ipc + [1]*ipc + ...``).
+        """
+
+
+def check_ipc(train: ImageData, ipc: int) -> list[int]:
+    """Raise unless every class of ``train`` has at least ``ipc`` images; return per-class counts."""
+    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc <= 0:
+        raise ConfigError(f"distill.ipc must be an integer > 0, got {ipc!r}")
+    counts = torch.bincount(train.y.cpu(), minlength=train.num_classes).tolist()
+    for name, count in zip(train.classes, counts):
+        if count == 0:
+            raise DataError(f"class {name!r} has no training images; check the dataset")
+        if count < ipc:
+            raise DataError(f"class {name!r} has {count} images but ipc={ipc} needs {ipc}; lower distill.ipc")
+    return counts
+
+
+def check_finite(value: float, *, method: str, iteration: int, setting: str) -> float:
+    """Raise :class:`DivergenceError` naming the method, iteration and the setting to lower."""
+    if not math.isfinite(value):
+        raise DivergenceError(f"{method}: objective became {value} at iteration {iteration}; lower {setting}")
+    return value
+
+
+def class_indices(train: ImageData) -> list[torch.Tensor]:
+    """Indices (CPU, int64) of each class's images, class 0 first."""
+    y = train.y.cpu()
+    return [torch.nonzero(y == k).flatten() for k in range(train.num_classes)]
+
+
+def make_summary(
+    train: ImageData, per_class: Sequence[torch.Tensor], method: str, history: Sequence[float] = ()
+) -> Summary:
+    """Stack per-class images (class order) into a CPU :class:`Summary` with sorted labels."""
+    x = torch.cat([images.detach().to("cpu", torch.float32) for images in per_class])
+    y = torch.cat([torch.full((len(images),), k, dtype=torch.int64) for k, images in enumerate(per_class)])
+    data = ImageData(x.contiguous(), y, train.classes, train.mean, train.std)
+    return Summary(data=data, method=method, history=tuple(float(v) for v in history))
+
+
+def seeded_convnet(train: ImageData, seed: int, device: torch.device, **settings) -> ConvNet:
+    """A randomly initialised ConvNet for ``train``'s shape, with weights fixed by ``seed``.
+
+    Initialised on the CPU inside a forked RNG so the weights are the same on
+    every device and the caller's global RNG state is left untouched.
+    """
+    c, h, w = train.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ConvNet(c, train.num_classes, (h, w), **settings)
+    net.requires_grad_(False)
+    return net.to(device)
+
+
+FEATURE_SPACES = ("convnet", "pixels")
+
+
+@dataclass(frozen=True)
+class FeatureCoreset(Distiller):
+    """A coreset chosen per class in a feature space (DC-Bench, Cui et al. 2022).
+
+    ``features="convnet"`` embeds with a randomly initialised ConvNet (seeded by
+    the run seed), as DC-Bench does for its herding / k-center baselines;
+    ``"pixels"`` uses the flattened normalised images. Images are embedded in
+    chunks of ``feature_batch`` so large training sets fit in memory.
+    """
+
+    iterative: ClassVar[bool] = False
+
+    features: str = "convnet"
+    feature_batch: int = 512
+    width: int = 128
+    depth: int = 3
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_SPACES:
+            raise ValueError(f"unknown features {self.features!r}; choose one of: {', '.join(FEATURE_SPACES)}")
+        for name in ("feature_batch", "width", "depth"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @abstractmethod
+    def select(self, feats: torch.Tensor, ipc: int, generator: torch.Generator) -> torch.Tensor:
+        """Indices (CPU int64, length ``ipc``, distinct) of the chosen rows of one class's ``feats``."""
+
+    def features_of(self, train: ImageData, *, seed: int, device: torch.device) -> torch.Tensor:
+        """``[N, D]`` features of every image of ``train`` on ``device`` (DC-Bench, Cui et al. 2022)."""
+        if self.features == "pixels":
+            return train.x.to(device, torch.float32).flatten(1)
+        net = seeded_convnet(train, seed, device, width=self.width, depth=self.depth).eval()
+        with torch.no_grad():
+            chunks = [
+                net.embed(train.x[i : i + self.feature_batch].to(device, torch.float32))
+                for i in range(0, len(train), self.feature_batch)
+            ]
+        return torch.cat(chunks)
+
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """Run :meth:`select` on each class's features and keep the chosen real images."""
+        check_ipc(train, ipc)
+        feats = self.features_of(train, seed=seed, device=device)
+        generator = torch.Generator().manual_seed(seed)
+        per_class = []
+        indices = class_indices(train)
+        for k, idx in enumerate(indices):
+            chosen = idx[self.select(feats[idx.to(device)], ipc, generator).cpu()]
+            per_class.append(train.x[chosen.to(train.x.device)])
+            progress(k + 1, len(indices))
+        return make_summary(train, per_class, self.name)

@@ -1,0 +1,160 @@
+"""Distribution Matching (DM).
+
+Zhao & Bilen, "Dataset Condensation with Distribution Matching" (WACV 2023).
+Synthetic images S are learned so that, under many randomly initialised
+embedders psi_theta and siamese augmentations A(., omega), each class's mean
+synthetic embedding matches its mean real embedding (eq. 4). No network is
+trained, which makes DM the cheapest of the synthetic-set methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Sequence
+
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.distill.base import (
+    DISTILLERS,
+    Distiller,
+    Summary,
+    check_finite,
+    check_ipc,
+    class_indices,
+    make_summary,
+    seeded_convnet,
+)
+from proxynas.distill.dsa import DSA
+from proxynas.progress import Progress, null_progress
+
+INITS = ("real", "noise")
+SETTING = "distill.methods.dm.lr_img"  # what to lower when the objective diverges
+_SEED_HIGH = 2**31 - 1
+
+
+@DISTILLERS.register("dm")
+@dataclass(frozen=True)
+class DM(Distiller):
+    """Distribution Matching; defaults follow the paper except ``iterations`` (paper: 20000).
+
+    ``width``/``depth`` size the random ConvNet embedders (paper: 128/3; smaller
+    is faster on a CPU). ``dsa`` is the :class:`DSA` strategy (``"none"``
+    disables augmentation). Progress is reported every ``log_every`` iterations;
+    ``Summary.history`` holds the objective of every iteration.
+    """
+
+    name: ClassVar[str] = "dm"
+    iterative: ClassVar[bool] = True
+
+    iterations: int = 200
+    lr_img: float = 1.0
+    momentum: float = 0.5
+    batch_real: int = 256
+    init: str = "real"
+    width: int = 128
+    depth: int = 3
+    dsa: str = "color_crop_cutout_flip_scale_rotate"
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_real", "width", "depth", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be an integer > 0, got {value!r}")
+        # `<= 0` (not `not > 0`) on purpose: a NaN learning rate is let through
+        # and reported as a divergence at the iteration where it bites.
+        if self.lr_img <= 0:
+            raise ValueError(f"lr_img must be > 0, got {self.lr_img}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
+        DSA(strategy=self.dsa)  # raises ValueError naming the allowed transforms
+
+    @property
+    def augment(self) -> DSA:
+        """The siamese augmentation A(., omega) of eq. 4 (Zhao & Bilen 2021 DSA)."""
+        return DSA(strategy=self.dsa)
+
+    def objective(
+        self,
+        embed: Callable[[torch.Tensor], torch.Tensor],
+        real: Sequence[torch.Tensor],
+        syn: Sequence[torch.Tensor],
+    ) -> torch.Tensor:
+        """DM eq. 4 for one theta: sum_c || mean_{x in T_c} psi(x) - mean_{s in S_c} psi(s) ||^2.
+
+        ``real[c]`` / ``syn[c]`` are class c's (already augmented) batches. All
+        classes go through ``embed`` in one batch each, which is exact because
+        the ConvNet's instance norm makes every embedding per-sample. Real
+        embeddings are constants of the objective, so they carry no graph.
+        """
+        with torch.no_grad():
+            real_feat = embed(torch.cat(list(real))).split([len(r) for r in real])
+        syn_feat = embed(torch.cat(list(syn))).split([len(s) for s in syn])
+        return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_feat, syn_feat))
+
+    def initial_images(
+        self, train: ImageData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """S at step 0 (DM experimental settings): random real images of each class, or N(0, 1) noise.
+
+        Noise is standard normal because the images are normalised per channel.
+        """
+        if self.init == "noise":
+            c, h, w = train.shape
+            noise = torch.randn(train.num_classes * ipc, c, h, w, generator=generator)
+            return noise.to(device)
+        picks = [idx[torch.randperm(len(idx), generator=generator)[:ipc]] for idx in class_indices(train)]
+        return train.x[torch.cat(picks).to(train.x.device)].to(device, torch.float32)
+
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """Minimise DM eq. 4 over S by SGD (lr ``lr_img``, momentum ``momentum``; DM experimental settings).
+
+        Each iteration draws a fresh theta (a seeded random ConvNet), a real
+        batch of up to ``batch_real`` images per class, and one DSA seed per
+        class shared by that class's real and synthetic batch (siamese). All
+        randomness comes from one CPU generator seeded with ``seed``.
+        """
+        check_ipc(train, ipc)
+        generator = torch.Generator().manual_seed(seed)
+        syn = self.initial_images(train, ipc, generator, device).requires_grad_(True)
+        optimizer = torch.optim.SGD([syn], lr=self.lr_img, momentum=self.momentum)
+        real_x = train.x.to(device, torch.float32)
+        indices = [idx.to(device) for idx in class_indices(train)]
+        augment = self.augment
+        history: list[float] = []
+
+        for it in range(1, self.iterations + 1):
+            net_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+            net = seeded_convnet(train, net_seed, device, width=self.width, depth=self.depth)
+            real, fake = [], []
+            for k, idx in enumerate(indices):
+                pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
+                aug_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+                real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
+                fake.append(augment(syn[k * ipc : (k + 1) * ipc], aug_seed))
+            loss = self.objective(net.embed, real, fake)
+            value = check_finite(loss.item(), method=self.name, iteration=it, setting=SETTING)
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append(value)
+            if it % self.log_every == 0 or it == self.iterations:
+                progress(it, self.iterations, loss=value)
+
+        # The last step can itself overflow even though its loss was finite.
+        if not torch.isfinite(syn).all():
+            check_finite(float("nan"), method=self.name, iteration=self.iterations, setting=SETTING)
+        per_class = syn.detach().split(ipc)
+        return make_summary(train, per_class, self.name, history)

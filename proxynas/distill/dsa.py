@@ -1,0 +1,198 @@
+"""Differentiable Siamese Augmentation (DSA).
+
+Zhao & Bilen, "Dataset Condensation with Differentiable Siamese Augmentation"
+(ICML 2021). Every transform A(x, omega) is written with differentiable torch
+ops so d A(s, omega) / d s exists for the synthetic images s, and is *siamese*:
+the real and the synthetic batch go through the same sampled omega,
+which the caller obtains by passing the same ``seed``. As in the paper's
+released code, one omega is shared by the whole batch when matching, so
+batches of different sizes (256 real vs. ipc synthetic) see the same
+transform; ``per_sample=True`` draws one omega per image instead, which is how
+the paper augments when *training* a network on a summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# A transform: (images, settings, CPU generator) -> transformed images.
+Transform = Callable[[torch.Tensor, "DSA", torch.Generator], torch.Tensor]
+
+
+def _uniform(x: torch.Tensor, aug: "DSA", g: torch.Generator, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """omega ~ U[low, high): one value per image if ``aug.per_sample`` else one for the batch.
+
+    Drawn on the CPU (so CUDA and CPU runs agree) and shaped ``[n, 1, 1, 1]``
+    on ``x``'s device to broadcast over images.
+    """
+    n = len(x) if aug.per_sample else 1
+    u = low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+    return u.to(x.device, x.dtype).view(n, 1, 1, 1)
+
+
+def _integers(x: torch.Tensor, aug: "DSA", g: torch.Generator, low: int, high: int) -> torch.Tensor:
+    """Integer omega ~ U{low, ..., high - 1}, per image or per batch like :func:`_uniform` (CPU, int64 ``[n]``)."""
+    return torch.randint(low, high, (len(x) if aug.per_sample else 1,), generator=g)
+
+
+def _brightness(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "color": x + b, b ~ U[-brightness/2, brightness/2)."""
+    return x + (_uniform(x, aug, g) - 0.5) * aug.brightness
+
+
+def _saturation(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "color": scale each pixel's deviation from its channel mean by s ~ U[0, saturation)."""
+    gray = x.mean(dim=1, keepdim=True)
+    return (x - gray) * _uniform(x, aug, g, 0.0, aug.saturation) + gray
+
+
+def _contrast(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "color": scale each image's deviation from its mean by c ~ U[contrast, 1 + contrast)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * _uniform(x, aug, g, aug.contrast, 1.0 + aug.contrast) + mean
+
+
+def _crop(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "crop": translate by up to ``ratio_crop_pad`` of the size, zero-filling.
+
+    Written as zero-padding then an index gather, so gradients reach every
+    pixel that stays in the frame.
+    """
+    n, h, w = len(x), x.shape[-2], x.shape[-1]
+    ph, pw = int(h * aug.ratio_crop_pad + 0.5), int(w * aug.ratio_crop_pad + 0.5)
+    dy = _integers(x, aug, g, -ph, ph + 1).to(x.device).expand(n)
+    dx = _integers(x, aug, g, -pw, pw + 1).to(x.device).expand(n)
+    padded = F.pad(x, (pw, pw, ph, ph))
+    rows = (torch.arange(h, device=x.device) + ph + dy[:, None])[:, None, :, None]  # [n, 1, h, 1]
+    cols = (torch.arange(w, device=x.device) + pw + dx[:, None])[:, None, None, :]  # [n, 1, 1, w]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def _cutout(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "cutout" (DeVries & Taylor 2017): zero a square of side ``ratio_cutout`` x size.
+
+    The square is centred on a uniform pixel and clipped at the border.
+    """
+    h, w = x.shape[-2:]
+    ch, cw = int(h * aug.ratio_cutout + 0.5), int(w * aug.ratio_cutout + 0.5)
+    top = (_integers(x, aug, g, 0, h) - ch // 2).to(x.device)[:, None]  # [n, 1]
+    left = (_integers(x, aug, g, 0, w) - cw // 2).to(x.device)[:, None]
+    ys, xs = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
+    in_rows = (ys >= top) & (ys < top + ch)  # [n, h]
+    in_cols = (xs >= left) & (xs < left + cw)  # [n, w]
+    keep = ~(in_rows[:, :, None] & in_cols[:, None, :])  # [n, h, w]
+    return x * keep[:, None].to(x.dtype)
+
+
+def _flip(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "flip": mirror horizontally with probability ``prob_flip``."""
+    return torch.where(_uniform(x, aug, g) < aug.prob_flip, x.flip(-1), x)
+
+
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample ``x`` through 2x3 affines ``theta`` ``[n, 2, 3]`` (Jaderberg et al. 2015 spatial transformer)."""
+    grid = F.affine_grid(theta.expand(len(x), 2, 3), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, align_corners=True)
+
+
+def _scale(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "scale": theta = [[sx, 0, 0], [0, sy, 0]], sx, sy ~ U[1/ratio_scale, ratio_scale)."""
+    r = aug.ratio_scale
+    sx, sy = _uniform(x, aug, g, 1.0 / r, r).flatten(), _uniform(x, aug, g, 1.0 / r, r).flatten()
+    zero = torch.zeros_like(sx)
+    return _affine(x, torch.stack([sx, zero, zero, zero, sy, zero], dim=1).view(-1, 2, 3))
+
+
+def _rotate(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+    """DSA "rotate": theta = [[cos a, sin a, 0], [-sin a, cos a, 0]], a ~ U[-ratio_rotate, ratio_rotate) degrees."""
+    a = torch.deg2rad(_uniform(x, aug, g, -aug.ratio_rotate, aug.ratio_rotate).flatten())
+    cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
+    return _affine(x, torch.stack([cos, sin, zero, -sin, cos, zero], dim=1).view(-1, 2, 3))
+
+
+# Strategy part -> the transforms it applies, in order ("color" is three, as in DSA).
+TRANSFORMS: dict[str, tuple[Transform, ...]] = {
+    "color": (_brightness, _saturation, _contrast),
+    "crop": (_crop,),
+    "cutout": (_cutout,),
+    "flip": (_flip,),
+    "scale": (_scale,),
+    "rotate": (_rotate,),
+}
+
+# "one": each call applies one part drawn uniformly (the released DSA/DM default,
+# aug_mode "S"); "all": each call applies every part in order (aug_mode "M").
+MODES = ("one", "all")
+
+
+@dataclass(frozen=True)
+class DSA:
+    """Siamese differentiable augmentation; ``DSA()(x, seed)`` with the same seed on real and synthetic.
+
+    Defaults are the DSA paper's (Zhao & Bilen 2021, released code).
+    ``strategy`` is ``"_"``-joined parts of :data:`TRANSFORMS`, or ``"none"``.
+    ``per_sample``: one omega per image (for training on a summary) instead of
+    one per batch (for matching, where it keeps real and synthetic siamese).
+    """
+
+    strategy: str = "color_crop_cutout_flip_scale_rotate"
+    mode: str = "one"
+    prob_flip: float = 0.5
+    per_sample: bool = False
+    ratio_scale: float = 1.2
+    ratio_rotate: float = 15.0
+    ratio_crop_pad: float = 0.125
+    ratio_cutout: float = 0.5
+    brightness: float = 1.0
+    saturation: float = 2.0
+    contrast: float = 0.5
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in TRANSFORMS]
+        if unknown:
+            raise ValueError(
+                f"unknown DSA transform {unknown[0]!r} in strategy {self.strategy!r}; "
+                f"choose from: {', '.join(TRANSFORMS)} (joined by '_'), or 'none'"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"unknown DSA mode {self.mode!r}; choose one of: {', '.join(MODES)}")
+        if not 0.0 <= self.prob_flip <= 1.0:
+            raise ValueError(f"prob_flip must be in [0, 1], got {self.prob_flip}")
+        if self.ratio_scale < 1.0:
+            raise ValueError(f"ratio_scale must be >= 1, got {self.ratio_scale}")
+        for name in ("ratio_rotate", "ratio_crop_pad", "ratio_cutout", "brightness", "saturation", "contrast"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The strategy's transform names, in order (empty for ``"none"``)."""
+        if self.strategy in ("", "none"):
+            return ()
+        return tuple(self.strategy.split("_"))
+
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """A(x, omega) of Zhao & Bilen 2021 (sec. 3, siamese augmentation), with omega drawn from ``seed``.
+
+        omega is sampled from a CPU ``torch.Generator`` seeded with ``seed``, so
+        equal seeds give equal transforms on any device and, unless
+        ``per_sample``, for any batch size (the siamese property);
+        gradients flow back to ``x``.
+        """
+        if not self.parts:
+            return x
+        g = torch.Generator().manual_seed(int(seed))
+        if self.mode == "one":
+            parts = (self.parts[int(torch.randint(0, len(self.parts), (), generator=g))],)
+        else:
+            parts = self.parts
+        for part in parts:
+            for transform in TRANSFORMS[part]:
+                x = transform(x, self, g)
+        return x

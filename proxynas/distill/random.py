@@ -1,0 +1,49 @@
+"""Random coreset: a uniform, seeded subset of each class.
+
+The baseline of every dataset-distillation paper (e.g. Zhao et al. 2021 DC,
+its "Random" baseline; Cui et al. 2022 DC-Bench).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_ipc, class_indices, make_summary
+from proxynas.progress import Progress, null_progress
+
+
+@DISTILLERS.register("random")
+@dataclass(frozen=True)
+class RandomCoreset(Distiller):
+    """``ipc`` images per class drawn uniformly without replacement; no settings."""
+
+    name: ClassVar[str] = "random"
+    iterative: ClassVar[bool] = False
+
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """Uniform sampling without replacement per class (DC-Bench, Cui et al. 2022).
+
+        A CPU generator seeded with ``seed`` draws the permutations, so the
+        subset is the same on every device.
+        """
+        check_ipc(train, ipc)
+        generator = torch.Generator().manual_seed(seed)
+        indices = class_indices(train)
+        per_class = []
+        for k, idx in enumerate(indices):
+            chosen = idx[torch.randperm(len(idx), generator=generator)[:ipc]]
+            per_class.append(train.x[chosen.to(train.x.device)])
+            progress(k + 1, len(indices))
+        return make_summary(train, per_class, self.name)

@@ -1,0 +1,110 @@
+"""Distribution Matching (Zhao & Bilen 2023, eq. 4): divergence reporting and that it matches means."""
+
+import pytest
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.distill import DM
+from proxynas.distill.base import seeded_convnet
+from proxynas.errors import DivergenceError
+
+CPU = torch.device("cpu")
+SMALL = {"width": 32, "depth": 2}  # depth 2 keeps a 2x2 map on 8x8 images
+
+
+def tiny(per_class=20, seed=0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    centres = 1.5 * torch.randn(3, 1, 8, 8, generator=g)
+    y = torch.arange(3).repeat_interleave(per_class)
+    x = centres[y] + 0.5 * torch.randn(len(y), 1, 8, 8, generator=g)
+    return ImageData(x, y, ("a", "b", "c"), (0.5,), (0.25,))
+
+
+def held_out_objective(dm: DM, data: ImageData, syn: torch.Tensor, ipc: int) -> float:
+    """Eq. 4 averaged over embedders never used in training (seeds 10_000+), without augmentation."""
+    real = [data.of_class(k) for k in range(data.num_classes)]
+    total = 0.0
+    for s in range(10_000, 10_010):
+        net = seeded_convnet(data, s, CPU, width=dm.width, depth=dm.depth)
+        total += float(dm.objective(net.embed, real, list(syn.split(ipc))))
+    return total / 10
+
+
+@pytest.mark.parametrize("init", ["noise", "real"])
+def test_summary_matches_class_distributions_better_than_init(init):
+    data, ipc = tiny(), 2
+    dm = DM(iterations=40, init=init, **SMALL)
+    start = dm.initial_images(data, ipc, torch.Generator().manual_seed(0), CPU)
+    summary = dm.distill(data, ipc, seed=0, device=CPU)
+    before = held_out_objective(dm, data, start, ipc)
+    after = held_out_objective(dm, data, summary.data.x, ipc)
+    assert after < 0.5 * before
+
+
+def test_noise_init_moves_toward_class_means_in_pixels():
+    # Instance norm makes the embedding shift/scale-invariant, so compare after per-image standardisation.
+    data, ipc = tiny(), 2
+    dm = DM(iterations=40, init="noise", **SMALL)
+    start = dm.initial_images(data, ipc, torch.Generator().manual_seed(0), CPU)
+    out = dm.distill(data, ipc, seed=0, device=CPU).data.x
+
+    def corr_with_class_mean(x):
+        """Mean Pearson correlation of each synthetic image with its class's mean image."""
+        pairs = [torch.stack([x[i].flatten(), data.of_class(i // ipc).mean(0).flatten()]) for i in range(len(x))]
+        return sum(float(torch.corrcoef(p)[0, 1]) for p in pairs) / len(pairs)
+
+    assert corr_with_class_mean(out) > corr_with_class_mean(start) + 0.3
+
+
+def test_nan_learning_rate_raises_divergence_naming_setting():
+    with pytest.raises(DivergenceError, match=r"dm: objective became nan at iteration 2; lower distill\.methods\.dm\.lr_img"):
+        DM(iterations=5, lr_img=float("nan"), **SMALL).distill(tiny(), 2, seed=0, device=CPU)
+
+
+def test_real_init_uses_images_of_each_class():
+    data = tiny()
+    start = DM().initial_images(data, 3, torch.Generator().manual_seed(0), CPU)
+    for i, image in enumerate(start):
+        matches = (data.x == image).flatten(1).all(dim=1)
+        assert (data.y[matches] == i // 3).all() and matches.any()
+
+
+def test_objective_is_zero_when_sets_coincide_and_positive_otherwise():
+    data = tiny()
+    net = seeded_convnet(data, 0, CPU, **SMALL)
+    real = [data.of_class(k) for k in range(3)]
+    assert float(DM().objective(net.embed, real, real)) == pytest.approx(0.0, abs=1e-10)
+    assert float(DM().objective(net.embed, real, [r.flip(-1) for r in real])) > 0
+
+
+def test_history_and_progress():
+    calls = []
+    dm = DM(iterations=12, log_every=5, **SMALL)
+    summary = dm.distill(tiny(), 2, seed=0, device=CPU, progress=lambda d, t, **info: calls.append((d, t, info)))
+    assert len(summary.history) == 12
+    assert [c[:2] for c in calls] == [(5, 12), (10, 12), (12, 12)]
+    assert all(c[2]["loss"] == summary.history[c[0] - 1] for c in calls)
+
+
+def test_global_rng_untouched():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    DM(iterations=3, **SMALL).distill(tiny(), 2, seed=0, device=CPU)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"iterations": 0}, "iterations must be an integer > 0"),
+        ({"lr_img": 0.0}, "lr_img must be > 0"),
+        ({"batch_real": -1}, "batch_real must be an integer > 0"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"init": "zeros"}, "real, noise"),
+        ({"dsa": "color_blur"}, "color, crop, cutout, flip, scale, rotate"),
+    ],
+)
+def test_bad_settings_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DM(**kwargs)
