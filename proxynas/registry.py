@@ -27,6 +27,11 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            own = getattr(obj, "__dict__", {}).get("name")
+            if own is not None and own != name:
+                raise ValueError(f"{self.kind} {obj!r} declares name {own!r} but is registered as {name!r}")
+            if isinstance(obj, type) and own is None:
+                obj.name = name  # a class knows the name it is registered under
             self._items[name] = obj
             return obj
 

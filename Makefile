@@ -1,0 +1,26 @@
+# Two entry points: `make demo` (set up + run the quickstart) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# pip takes torch/torchvision from local disk on the project's machines; the
+# pins keep it off multi-GB downloads (see README).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 mlflow==3.17.2
+
+.PHONY: setup demo test clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH_PINS)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/proxynas run pipelines/quickstart.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf .proxynas mlruns/mlflow.db mlruns/artifacts

@@ -1,0 +1,5 @@
+import sys
+
+from proxynas.cli import main
+
+sys.exit(main())

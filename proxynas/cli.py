@@ -1,0 +1,147 @@
+"""``proxynas`` command line: run a pipeline, show its stages, list plugins."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from proxynas.errors import ProxynasError
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/quickstart.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set distill.ipc=10 (repeatable)",
+    )
+    p.add_argument("--cache-dir", help="stage cache folder (default: run.cache_dir)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxynas", description="Rank NAS architectures with dataset-distillation proxies."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a pipeline (cached stages are reused)")
+    _add_pipeline_args(run)
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: run.tracking_uri)")
+    run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    stages = sub.add_parser("stages", help="print the stage graph and which stages are cached")
+    _add_pipeline_args(stages)
+    config = sub.add_parser("config", help="print the fully resolved config")
+    _add_pipeline_args(config)
+    sub.add_parser("list", help="list registered datasets, search spaces, distillers and proxies")
+    return parser
+
+
+def _load(args):
+    from proxynas.config import load_config
+
+    overrides = list(args.overrides)
+    if args.cache_dir:
+        overrides.append(f"run.cache_dir={args.cache_dir}")
+    return load_config(args.pipeline, overrides)
+
+
+def _runner(config, hooks=()):
+    from proxynas.device import resolve_device
+    from proxynas.engine import Cache, Runner
+    from proxynas.ledger import Ledger
+    from proxynas.pipeline import build_graph
+
+    ledger_uri = config.run.ledger
+    if ledger_uri.startswith("sqlite:///"):
+        Path(ledger_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return Runner(
+        build_graph(config),
+        Cache(Path(config.run.cache_dir)),
+        hooks=hooks,
+        resources={"device": resolve_device(config.run.device), "ledger": Ledger(ledger_uri)},
+    )
+
+
+def cmd_run(args) -> int:
+    from proxynas.config import dump_config, to_dict
+    from proxynas.engine import ConsoleHook
+    from proxynas.report import format_report
+
+    config = _load(args)
+    hooks = [ConsoleHook()]
+    if not args.no_mlflow:
+        from proxynas.pipeline import is_tracked_output
+        from proxynas.tracking import MLflowHook
+
+        hooks.append(
+            MLflowHook(
+                args.tracking_uri or config.run.tracking_uri,
+                config.run.experiment,
+                tracked=is_tracked_output,
+            )
+        )
+    runner = _runner(config, hooks)
+    start = time.perf_counter()
+    outputs = runner.run(
+        run_info={
+            "name": config.run.name,
+            "pipeline": str(args.pipeline),
+            "config": to_dict(config),
+            "config_yaml": dump_config(config),
+        },
+    )
+    print(format_report(outputs["report"]))
+    print(f"wall time {time.perf_counter() - start:.1f} s (device {runner.resources['device']})")
+    return 0
+
+
+def cmd_stages(args) -> int:
+    print(_runner(_load(args)).format_status())
+    return 0
+
+
+def cmd_config(args) -> int:
+    from proxynas.config import dump_config
+
+    print(dump_config(_load(args)), end="")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from proxynas.config.pipeline import DATASETS, DISTILLERS, PROXIES, SEARCH_SPACES
+
+    for title, registry in (
+        ("datasets", DATASETS),
+        ("search spaces", SEARCH_SPACES),
+        ("distillers", DISTILLERS),
+        ("proxies", PROXIES),
+    ):
+        print(f"{title}:")
+        for name in registry.names():
+            doc = (registry.get(name).__doc__ or "").strip().splitlines()
+            print(f"  {name:<12} {doc[0] if doc else ''}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ProxynasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed stages are cached; run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

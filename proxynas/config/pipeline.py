@@ -1,0 +1,141 @@
+"""The pipeline config: typed, frozen, validated at load, overridable from the CLI.
+
+A pipeline YAML has the sections below; every section has defaults (those of
+``pipelines/quickstart.yaml``) so a file only states what it changes. Plugin
+sections (``data``, ``space``, ``proxy``, ``reference``, entries of
+``distill.methods`` and ``baselines``) pick an implementation by registered
+name and validate its settings against that implementation's fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from proxynas.config.typed import apply_overrides, from_dict, register_plugin_base, to_dict
+from proxynas.data import DATASETS, DatasetSource
+from proxynas.data.digits import Digits
+from proxynas.distill import DISTILLERS, Distiller
+from proxynas.distill.dm import DM
+from proxynas.distill.herding import Herding
+from proxynas.distill.kcenter import KCenter
+from proxynas.distill.random import RandomCoreset
+from proxynas.errors import ConfigError
+from proxynas.proxies import PROXIES, ParamsProxy, Proxy, TrainProxy
+from proxynas.reference import NB201TableProxy  # noqa: F401  (registers the "nb201_table" proxy)
+from proxynas.spaces import SEARCH_SPACES, NB201Space, SearchSpace
+
+for _base, _registry in (
+    (DatasetSource, DATASETS),
+    (SearchSpace, SEARCH_SPACES),
+    (Distiller, DISTILLERS),
+    (Proxy, PROXIES),
+):
+    register_plugin_base(_base, _registry)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how the pipeline runs (not part of any stage's cache key)."""
+
+    name: str = "pipeline"
+    device: str = "auto"
+    cache_dir: str = ".proxynas/cache"
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    experiment: str = "proxynas"
+    ledger: str = "sqlite:///.proxynas/ledger.db"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Which candidate architectures are drawn from the search space."""
+
+    num_archs: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_archs < 3:
+            raise ValueError("num_archs must be >= 3 (rank correlations need at least 3 archs)")
+
+
+def _default_methods() -> dict[str, Distiller]:
+    return {"dm": DM(), "random": RandomCoreset(), "herding": Herding(), "kcenter": KCenter()}
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The summaries to build: every method makes ``ipc`` images per class."""
+
+    ipc: int = 10
+    seed: int = 0
+    methods: dict[str, Distiller] = field(default_factory=_default_methods)
+
+    def __post_init__(self) -> None:
+        if self.ipc < 1:
+            raise ValueError("ipc must be >= 1")
+        if not self.methods:
+            raise ValueError("methods must name at least one distiller")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Rank-preservation metrics."""
+
+    top_k: int = 5
+    bootstrap: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.top_k < 2:
+            raise ValueError("top_k must be >= 2")
+        if not 0 < self.ci < 1:
+            raise ValueError("ci must be in (0, 1)")
+        if self.bootstrap < 0:
+            raise ValueError("bootstrap must be >= 0")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole pipeline: dataset -> summaries -> proxies vs reference -> report."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DatasetSource = field(default_factory=Digits)
+    space: SearchSpace = field(default_factory=lambda: NB201Space(channels=8, cells_per_stage=1, skip_disconnected=True))
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    #: how each architecture is trained on a summary (one row per distiller)
+    proxy: Proxy = field(default_factory=lambda: TrainProxy(epochs=200, batch_size=256, lr=0.05))
+    #: proxies that need no summary, reported beside the distillers
+    baselines: dict[str, Proxy] = field(default_factory=lambda: {"params": ParamsProxy()})
+    #: the ground truth the proxies are ranked against
+    reference: Proxy = field(default_factory=lambda: TrainProxy(epochs=30, batch_size=128, lr=0.1))
+    report: ReportConfig = field(default_factory=ReportConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.report.top_k > self.sample.num_archs:
+            raise ValueError(
+                f"report.top_k={self.report.top_k} exceeds sample.num_archs={self.sample.num_archs}; lower report.top_k"
+            )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, apply ``key=value`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipeline file {path} not found; see pipelines/ for examples")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = apply_overrides(raw, overrides or [])
+    raw.setdefault("run", {}).setdefault("name", path.stem)
+    return from_dict(PipelineConfig, raw)
+
+
+def dump_config(config: PipelineConfig) -> str:
+    """The fully resolved config as YAML (every default made explicit)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -1,0 +1,52 @@
+"""The ``Proxy`` interface: one number per architecture that should rank like the reference.
+
+Data proxies (train on a distilled summary), zero-cost proxies (score an
+untrained network) and references (full-data training, a benchmark table) all
+implement it, so each is one more row in the rank report.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from proxynas.data.types import DatasetSplits, ImageData
+from proxynas.progress import Progress, null_progress
+from proxynas.registry import Registry
+from proxynas.spaces.base import SearchSpace
+
+PROXIES: Registry[type["Proxy"]] = Registry("proxy")
+
+
+@dataclass(frozen=True)
+class ProxyContext:
+    """What a proxy may look at for one evaluation.
+
+    ``train_data`` is the data the proxy learns from: a distilled summary for
+    data proxies, the full training split for a full-data reference.
+    """
+
+    space: SearchSpace
+    dataset: DatasetSplits
+    train_data: ImageData
+    device: torch.device
+    seed: int
+    setting_prefix: str = "proxy"
+    progress: Progress = null_progress
+
+
+@dataclass(frozen=True)
+class Proxy(ABC):
+    """Scores an architecture; higher must mean "predicted better"."""
+
+    name: ClassVar[str]
+    #: what the score means, for tables ("test accuracy %", "parameters")
+    unit: ClassVar[str] = ""
+
+    @abstractmethod
+    def score(self, arch: str, ctx: ProxyContext) -> float:
+        """The proxy value of ``arch`` (canonical string of ``ctx.space``)."""
+

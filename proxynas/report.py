@@ -1,0 +1,37 @@
+"""Plain-text rendering of the rank report (what `proxynas run` prints)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+
+def _num(x: float, fmt: str = "+.3f") -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _ci(row: Mapping[str, Any], key: str) -> str:
+    return f"{_num(row[key])} [{_num(row[key + '_lo'])}, {_num(row[key + '_hi'])}]"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The rank table: one row per proxy, metrics with bootstrap CIs, and costs."""
+    k, ci = report["top_k"], int(round(report["ci"] * 100))
+    header = (
+        f"{'proxy':<10} {'Spearman [' + str(ci) + '% CI]':<26} {'Kendall [CI]':<26} "
+        f"{'top-' + str(k) + ' prec.':>11} {'top-' + str(k) + ' Spearman':>14} {'proxy s':>9} {'ref s':>9}"
+    )
+    lines = [
+        f"{report['num_archs']} architectures; reference: mean test accuracy "
+        f"{report['reference_mean']:.2f}% (min {report['reference_min']:.2f}, max {report['reference_max']:.2f}), "
+        f"{report['reference_seconds']:.1f} s of full-data training",
+        header,
+        "-" * len(header),
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"{row['proxy']:<10} {_ci(row, 'spearman'):<26} {_ci(row, 'kendall'):<26} "
+            f"{_num(row['topk_precision'], '.2f'):>11} {_num(row['topk_spearman']):>14} "
+            f"{row['proxy_seconds']:>9.1f} {row['reference_seconds']:>9.1f}"
+        )
+    return "\n".join(lines)

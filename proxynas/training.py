@@ -1,0 +1,121 @@
+"""Train and evaluate one network: shared by data proxies and full-data references."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proxynas.data.types import ImageData
+from proxynas.errors import DivergenceError
+from proxynas.progress import Progress, null_progress
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """SGD recipe. Defaults follow NAS-Bench-201's (Nesterov SGD, cosine, wd 5e-4)."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    schedule: Literal["cosine", "constant"] = "cosine"
+    augment: Literal["none", "flip", "dsa"] = "none"
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError("lr must be > 0")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
+
+
+def _augmenter(kind: str):
+    if kind == "dsa":
+        from proxynas.distill.dsa import DSA
+
+        dsa = DSA(per_sample=True)  # the DSA paper draws per-image params when training
+        return lambda x, step: dsa(x, seed=step)
+    if kind == "flip":
+        return lambda x, step: torch.where(
+            (torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5), x.flip(3), x
+        )
+    return lambda x, step: x
+
+
+def train_model(
+    model: nn.Module,
+    data: ImageData,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    seed: int,
+    label: str = "model",
+    setting_prefix: str = "proxy",
+    progress: Progress = null_progress,
+) -> nn.Module:
+    """Train ``model`` on ``data`` with ``settings``; raise DivergenceError on a non-finite loss."""
+    model.to(device).train()
+    x_all, y_all = data.x.to(device), data.y.to(device)
+    n = len(x_all)
+    batch = min(settings.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch)
+    total = settings.epochs * steps_per_epoch
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+        nesterov=settings.nesterov and settings.momentum > 0,
+    )
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        if settings.schedule == "cosine"
+        else None
+    )
+    augment = _augmenter(settings.augment)
+    gen = torch.Generator().manual_seed(seed)
+    use_amp = settings.amp and device.type == "cuda"
+    step = 0
+    for epoch in range(settings.epochs):
+        order = torch.randperm(n, generator=gen).to(device)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch : (i + 1) * batch]
+            xb = augment(x_all[idx], seed * 1_000_003 + step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = F.cross_entropy(model(xb), y_all[idx])
+            if not torch.isfinite(loss):
+                raise DivergenceError(
+                    f"training {label}: loss became {loss.item()} at epoch {epoch}; "
+                    f"lower {setting_prefix}.lr (now {settings.lr})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+        progress(epoch + 1, settings.epochs, loss=loss.item())
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in percent."""
+    model.to(device).eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        xb = data.x[start : start + batch_size].to(device)
+        yb = data.y[start : start + batch_size].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            correct += int((model(xb).argmax(1) == yb).sum())
+    return 100.0 * correct / max(len(data), 1)

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from proxynas.config import dump_config, load_config
+from proxynas.config.pipeline import PipelineConfig
+from proxynas.errors import ConfigError
+
+PIPELINES = sorted((Path(__file__).resolve().parents[2] / "pipelines").glob("*.yaml"))
+
+
+def test_there_are_pipelines():
+    assert any(p.name == "quickstart.yaml" for p in PIPELINES)
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_every_pipeline_file_loads_and_round_trips(path, tmp_path):
+    config = load_config(path)
+    assert isinstance(config, PipelineConfig)
+    assert config.run.name == path.stem or config.run.name
+    again = tmp_path / "resolved.yaml"
+    again.write_text(dump_config(config))
+    assert load_config(again) == config
+
+
+def test_quickstart_plugins_are_resolved():
+    config = load_config(PIPELINES[0].parent / "quickstart.yaml")
+    assert type(config.data).name == "digits"
+    assert type(config.space).name == "nb201"
+    assert set(config.distill.methods) == {"dm", "random", "herding", "kcenter"}
+    assert type(config.distill.methods["dm"]).name == "dm"
+    assert "params" in config.baselines
+
+
+def test_set_overrides_reach_plugins():
+    config = load_config(
+        PIPELINES[0].parent / "quickstart.yaml",
+        ["distill.ipc=3", "distill.methods.dm.iterations=7", "space.channels=4"],
+    )
+    assert config.distill.ipc == 3
+    assert config.distill.methods["dm"].iterations == 7
+    assert config.space.channels == 4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("distill.ipcc=3", "unknown key 'distill.ipcc'"),
+        ("distill.ipc=ten", "distill.ipc: expected an integer"),
+        ("distill.ipc=0", "distill: ipc must be >= 1"),
+        ("distill.methods.magic={}", "unknown distiller 'magic'; choose one of:"),
+        ("data.name=mnist", "data.name: unknown dataset 'mnist'"),
+        ("space.name=darts", "unknown search space 'darts'"),
+        ("proxy.lr=-1", "proxy: lr must be > 0"),
+        ("report.top_k=50", "report.top_k=50 exceeds sample.num_archs=20"),
+    ],
+)
+def test_bad_settings_give_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PIPELINES[0].parent / "quickstart.yaml", [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

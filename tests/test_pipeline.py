@@ -1,0 +1,122 @@
+"""End to end on the embedded dataset, tiny settings: graph, cache, MLflow, ledger."""
+
+import csv
+import io
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from proxynas.cli import main
+from proxynas.config import load_config
+from proxynas.pipeline import build_graph
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "pipelines" / "quickstart.yaml"
+TINY = [
+    "sample.num_archs=5",
+    "report.top_k=3",
+    "report.bootstrap=50",
+    "distill.ipc=2",
+    "distill.methods.dm.iterations=3",
+    "proxy.epochs=2",
+    "reference.epochs=1",
+    "space.channels=4",
+    "run.device=cpu",
+]
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return TINY + [
+        f"run.cache_dir={tmp_path / 'cache'}",
+        f"run.ledger=sqlite:///{tmp_path / 'ledger.db'}",
+        f"run.tracking_uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        "run.name=tiny",
+    ]
+
+
+def _args(overrides):
+    out = []
+    for o in overrides:
+        out += ["--set", o]
+    return out
+
+
+def test_graph_has_a_branch_per_method_and_baseline():
+    graph = build_graph(load_config(QUICKSTART))
+    names = [s.name for s in graph.order()]
+    for m in ("dm", "random", "herding", "kcenter"):
+        assert names.index(f"distill_{m}") < names.index(f"proxy_{m}") < names.index("report")
+    assert "baseline_params" in names and "reference" in names
+    assert names[-1] == "report"
+
+
+def test_run_tracks_mlflow_and_ledger_and_reruns_from_cache(tiny, tmp_path, capsys):
+    assert main(["run", str(QUICKSTART), *_args(tiny)]) == 0
+    out = capsys.readouterr().out
+    for row in ("dm", "random", "herding", "kcenter", "params"):
+        assert f"\n{row} " in out
+    assert "Spearman" in out and "reference: mean test accuracy" in out
+
+    # MLflow: one parent run with the flattened config, nested stage runs, artifacts
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("proxynas")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["distill.ipc"] == "2"
+    assert parent.data.params["distill.methods.dm.iterations"] == "3"
+    assert -1.0 <= parent.data.metrics["dm.spearman"] <= 1.0
+    assert "params.kendall" in parent.data.metrics
+    children = {r.data.tags["proxynas.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {"load_data", "distill_dm", "proxy_dm", "reference", "report"} <= children
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "results.csv", "rank_table.csv", "proxy_vs_reference.png", "summary_dm.png"} <= artifacts
+    local = client.download_artifacts(parent.info.run_id, "results.csv", str(tmp_path))
+    rows = list(csv.DictReader(io.StringIO(Path(local).read_text())))
+    assert len(rows) == 5 and {"arch", "reference", "dm", "params"} <= set(rows[0])
+
+    # Optuna ledger: one study per proxy row, one trial per architecture
+    study = optuna.load_study(study_name="tiny/dm", storage=f"sqlite:///{tmp_path / 'ledger.db'}")
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 5
+    assert {t.user_attrs["arch"] for t in trials} == {r["arch"] for r in rows}
+    assert all(0 <= t.user_attrs["reference"] <= 100 for t in trials)
+    assert all(t.user_attrs["proxy_seconds"] > 0 for t in trials)
+
+    # Second run: everything cached
+    assert main(["run", str(QUICKSTART), *_args(tiny), "--no-mlflow"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("cached") >= len(build_graph(load_config(QUICKSTART, tiny)).order())
+
+
+def test_changing_one_setting_recomputes_only_its_branch(tiny, capsys):
+    from proxynas.cli import _runner
+
+    base = load_config(QUICKSTART, tiny)
+    _runner(base).run()
+    changed = _runner(load_config(QUICKSTART, tiny + ["distill.methods.dm.iterations=4"]))
+    pending = {s.name for s in changed.status() if not s.cached}
+    assert pending == {"distill_dm", "proxy_dm", "report"}
+
+
+def test_stages_command_lists_cache_state(tiny, capsys):
+    assert main(["stages", str(QUICKSTART), *_args(tiny)]) == 0
+    out = capsys.readouterr().out
+    assert "distill_dm" in out and "report" in out
+
+
+def test_list_command_shows_registries(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "cifar10", "imagefolder", "nb201", "dm", "herding", "kcenter", "random", "params", "train"):
+        assert name in out
+
+
+def test_cli_reports_config_errors_in_one_line(capsys):
+    assert main(["run", str(QUICKSTART), "--set", "distill.ipc=zero"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: distill.ipc: expected an integer") and "\n" not in err
