@@ -38,6 +38,14 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Tensors:
+    """Named tensors, logged as ``<name>.pt`` (``torch.load`` gives the dict back)."""
+
+    name: str
+    tensors: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Metrics:
     """Scalar metrics logged to the tracking store (NaN values are skipped)."""
 

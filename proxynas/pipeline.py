@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import torch
 
-from proxynas.artifacts import Figure, Metrics, Table
+from proxynas.artifacts import Figure, Metrics, Table, Tensors
 from proxynas.config.pipeline import PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits, ImageData
 from proxynas.distill.base import Distiller, Summary
@@ -51,7 +51,17 @@ def distill(
     seconds = time.perf_counter() - start
     row = params["row"]
     grid = Figure(f"summary_{row}", image_grid_png(summary.data, title=f"{row} (ipc={params['ipc']})"))
-    return {f"summary_{row}": summary, f"grid_{row}": grid, f"distill_seconds_{row}": seconds}
+    tensors = Tensors(
+        f"summary_{row}",
+        {"images": summary.data.x, "labels": summary.data.y, "mean": torch.tensor(summary.data.mean),
+         "std": torch.tensor(summary.data.std)},
+    )
+    return {
+        f"summary_{row}": summary,
+        f"grid_{row}": grid,
+        f"tensors_{row}": tensors,
+        f"distill_seconds_{row}": seconds,
+    }
 
 
 def evaluate(
@@ -164,7 +174,7 @@ def report(
 
 def is_tracked_output(name: str) -> bool:
     """Outputs worth logging again when their stage is cached: small figures and tables."""
-    return name.startswith(("grid_", "scores_")) or name in {"metrics", "results", "rank_table", "scatter", "reference"}
+    return name.startswith(("grid_", "tensors_", "scores_")) or name in {"metrics", "results", "rank_table", "scatter", "reference"}
 
 
 # -- graph --------------------------------------------------------------------
@@ -188,7 +198,7 @@ def build_graph(config: PipelineConfig) -> Graph:
                 f"distill_{name}",
                 _bind(distill, {}),
                 inputs=("dataset",),
-                outputs=(f"summary_{name}", f"grid_{name}", f"distill_seconds_{name}"),
+                outputs=(f"summary_{name}", f"grid_{name}", f"tensors_{name}", f"distill_seconds_{name}"),
                 params={"row": name, "method": method, "ipc": config.distill.ipc, "seed": config.distill.seed},
             )
         )

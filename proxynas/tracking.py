@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from proxynas.artifacts import Figure, Metrics, Table
+from proxynas.artifacts import Figure, Metrics, Table, Tensors
 from proxynas.config.typed import flatten, to_dict
 from proxynas.engine.hooks import Hook
 
@@ -141,12 +141,18 @@ class MLflowHook(Hook):
             self._log_metrics(run_id, value.values)
         elif isinstance(value, Table):
             self.client.log_text(run_id, value.to_csv(), f"{value.name}.csv")
-        elif isinstance(value, Figure):
+        elif isinstance(value, (Figure, Tensors)):
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / f"{value.name}.png"
-                path.write_bytes(value.png)
+                if isinstance(value, Figure):
+                    path = Path(tmp) / f"{value.name}.png"
+                    path.write_bytes(value.png)
+                else:
+                    import torch
+
+                    path = Path(tmp) / f"{value.name}.pt"
+                    torch.save(dict(value.tensors), path)
                 self.client.log_artifact(run_id, str(path))
         elif isinstance(value, Mapping):
             for item in value.values():
-                if isinstance(item, (Metrics, Table, Figure)):
+                if isinstance(item, (Metrics, Table, Figure, Tensors)):
                     self._log_output(run_id, item)

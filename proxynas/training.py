@@ -76,6 +76,7 @@ def train_model(
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
         nesterov=settings.nesterov and settings.momentum > 0,
+        foreach=True,  # torch only defaults to foreach on CUDA; on CPU it is ~2x faster for small nets
     )
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)

@@ -74,7 +74,7 @@ def test_run_tracks_mlflow_and_ledger_and_reruns_from_cache(tiny, tmp_path, caps
     children = {r.data.tags["proxynas.stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert {"load_data", "distill_dm", "proxy_dm", "reference", "report"} <= children
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "results.csv", "rank_table.csv", "proxy_vs_reference.png", "summary_dm.png"} <= artifacts
+    assert {"config.yaml", "results.csv", "rank_table.csv", "proxy_vs_reference.png", "summary_dm.png", "summary_dm.pt"} <= artifacts
     local = client.download_artifacts(parent.info.run_id, "results.csv", str(tmp_path))
     rows = list(csv.DictReader(io.StringIO(Path(local).read_text())))
     assert len(rows) == 5 and {"arch", "reference", "dm", "params"} <= set(rows[0])

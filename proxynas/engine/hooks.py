@@ -85,9 +85,24 @@ class ConsoleHook(Hook):
         self._position = {name: i + 1 for i, name in enumerate(names)}
         self._total = len(names)
 
+    def on_progress(self, stage: "Stage", done: int, total: int, info: Mapping[str, Any]) -> None:
+        # On a terminal: one self-overwriting line. In logs: a line every 10% so CI output stays short.
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        step = max(1, total // 10)
+        if not tty and done % step and done != total:
+            return
+        extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        line = f"{self._prefix(stage)} {done}/{total} {extra}".rstrip()
+        if tty:
+            print(f"\r\033[K{line}", end="", file=self.stream, flush=True)
+        else:
+            self._print(line)
+
     def after_stage(
         self, stage: "Stage", key: str, outputs: Mapping[str, Any], seconds: float, cached: bool
     ) -> None:
+        if getattr(self.stream, "isatty", lambda: False)():
+            print("\r\033[K", end="", file=self.stream)
         if cached:
             self._print(f"{self._prefix(stage)} cached")
         else:
