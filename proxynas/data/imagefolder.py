@@ -2,6 +2,8 @@
 
 This is the format users already have (and how the shared CIFAR-10 JPEG copy
 unpacks), so bringing a new dataset needs no code: point ``data.root`` at it.
+``root`` may also be a ``.tar``/``.tar.gz`` archive of that layout, read
+without unpacking (the shared CIFAR-10 copy is such an archive).
 All images are decoded once into memory, because proxies train many networks
 for many epochs on the same small images and re-decoding would dominate.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +63,12 @@ class ImageFolder(DatasetSource):
 
     def load(self) -> DatasetSplits:
         root = Path(self.root).expanduser()
-        if not root.is_dir():
-            raise DataError(f"dataset folder {root} does not exist; set data.root to a folder holding {_LAYOUT}")
+        if root.is_file() and tarfile.is_tarfile(root):
+            root = _TarTree(root)
+        elif not root.is_dir():
+            raise DataError(
+                f"dataset folder {root} does not exist; set data.root to a folder (or .tar.gz) holding {_LAYOUT}"
+            )
         train_files = _list_split(root, "train")
         test_files = _list_split(root, "test")
         classes = tuple(sorted(train_files))
@@ -88,6 +95,68 @@ class ImageFolder(DatasetSource):
         return make_splits(self.name, train, val, test, classes, info)
 
 
+class _TarTree:
+    """A tar archive of the ImageFolder layout, read into memory once, behaving like a Path.
+
+    Only the few Path operations the loader uses are provided: ``/``, ``is_dir``,
+    ``read_bytes`` and listing through :func:`_scan`. A single top-level folder
+    (``cifar10/train/...``) is skipped so both archive styles work.
+    """
+
+    def __init__(self, archive: Path, files: dict[str, bytes] | None = None, prefix: str = "") -> None:
+        self.archive = archive
+        if files is None:
+            files = {}
+            with tarfile.open(archive) as tar:
+                for member in tar:
+                    if member.isfile():
+                        files[member.name.lstrip("./")] = tar.extractfile(member).read()
+            tops = {name.split("/", 1)[0] for name in files}
+            if "train" not in tops and len(tops) == 1:
+                prefix = tops.pop()
+        self.files = files
+        self.prefix = prefix
+
+    def __truediv__(self, name: str) -> "_TarTree":
+        return _TarTree(self.archive, self.files, f"{self.prefix}/{name}".lstrip("/"))
+
+    def __str__(self) -> str:
+        return f"{self.archive}:{self.prefix}" if self.prefix else str(self.archive)
+
+    @property
+    def name(self) -> str:
+        return self.prefix.rsplit("/", 1)[-1]
+
+    def is_dir(self) -> bool:
+        start = f"{self.prefix}/"
+        return any(name.startswith(start) for name in self.files)
+
+    def read_bytes(self) -> bytes:
+        return self.files[self.prefix]
+
+    def children(self) -> tuple[list[str], list[str]]:
+        """(sub-folder names, file names) directly below this folder."""
+        start = f"{self.prefix}/"
+        dirs, files = set(), set()
+        for name in self.files:
+            if name.startswith(start):
+                rest = name[len(start) :]
+                (dirs if "/" in rest else files).add(rest.split("/", 1)[0])
+        return sorted(dirs), sorted(files)
+
+
+def _scan(folder) -> tuple[list[str], list[str]]:
+    """(sub-folder names, file names) of a real folder or a folder inside a tar archive."""
+    if isinstance(folder, _TarTree):
+        return folder.children()
+    with os.scandir(folder) as entries:
+        entries = list(entries)
+    return (
+        sorted(e.name for e in entries if e.is_dir()),
+        sorted(e.name for e in entries if e.is_file()),
+    )
+
+
 def _flatten(files: dict[str, list[Path]], classes: Sequence[str]) -> tuple[list[Path], torch.Tensor]:
     """All paths of one split in class order, with their labels."""
     paths: list[Path] = []
@@ -104,17 +173,13 @@ def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
     split_dir = root / split
     if not split_dir.is_dir():
         raise DataError(f"{root} has no {split}/ folder; the dataset must be laid out as {_LAYOUT}")
-    with os.scandir(split_dir) as entries:
-        class_dirs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    class_dirs = [d for d in _scan(split_dir)[0] if not d.startswith(".")]
     if not class_dirs:
         raise DataError(f"{split_dir} has no class folders; put each class's images in {split_dir}/<class>/")
     files: dict[str, list[Path]] = {}
     for cls in class_dirs:
         folder = split_dir / cls
-        with os.scandir(folder) as entries:
-            names = sorted(
-                e.name for e in entries if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
-            )
+        names = [n for n in _scan(folder)[1] if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
         if not names:
             raise DataError(
                 f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "

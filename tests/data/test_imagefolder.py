@@ -129,3 +129,34 @@ def test_corrupt_image(tmp_path):
     bad.write_bytes(b"not really a png")
     with pytest.raises(DataError, match=f"cannot decode image {bad}"):
         ImageFolder(root=str(root), workers=2).load()
+
+
+@pytest.mark.parametrize("top_folder", [False, True])
+def test_tar_archive_loads_like_the_folder(tmp_path, top_folder):
+    import tarfile
+
+    root = make_tree(tmp_path / "tree")
+    archive = tmp_path / "tree.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "test"):
+            tar.add(root / split, arcname=f"data/{split}" if top_folder else split)
+    from_folder = ImageFolder(root=str(root)).load()
+    from_tar = ImageFolder(root=str(archive)).load()
+    assert from_tar.classes == from_folder.classes
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(from_tar, split).x, getattr(from_folder, split).x)
+        assert torch.equal(getattr(from_tar, split).y, getattr(from_folder, split).y)
+
+
+def test_tar_archive_with_a_class_missing_from_test(tmp_path):
+    import shutil
+    import tarfile
+
+    root = make_tree(tmp_path / "tree")
+    shutil.rmtree(root / "test" / CLASSES[1])
+    archive = tmp_path / "tree.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    with pytest.raises(DataError, match=f"class '{CLASSES[1]}' has no images in the test split"):
+        ImageFolder(root=str(archive)).load()
