@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print the fully resolved config")
     _add_pipeline_args(config)
     sub.add_parser("list", help="list registered datasets, search spaces, distillers and proxies")
+    nb201 = sub.add_parser("nb201", help="NAS-Bench-201 benchmark files").add_subparsers(dest="nb201", required=True)
+    export = nb201.add_parser("export", help="write the compact results CSV from an official benchmark file")
+    export.add_argument("official", help="NAS-Bench-201-v1_*.pth, or a NATS-tss-v1_0-3ffb9-simple folder")
+    export.add_argument("out", help="output CSV (gzipped if it ends in .gz)")
     return parser
 
 
@@ -128,7 +132,16 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list}
+def cmd_nb201(args) -> int:
+    from proxynas.reference import NB201Table, export_csv
+
+    table = NB201Table.from_official(args.official)
+    out = export_csv(table, args.out)
+    print(f"wrote {len(table)} architectures x {len(table.columns)} columns to {out}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list, "nb201": cmd_nb201}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

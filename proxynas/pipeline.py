@@ -25,6 +25,7 @@ from proxynas.metrics.rank import rank_metrics
 from proxynas.plots import image_grid_png, scatter_png
 from proxynas.progress import Progress, null_progress
 from proxynas.proxies.base import Proxy, ProxyContext
+from proxynas.sampling import stratified_sample
 from proxynas.spaces.base import SearchSpace
 
 
@@ -34,7 +35,14 @@ def load_data(params) -> DatasetSplits:
 
 
 def sample_archs(params: Mapping[str, Any]) -> list[str]:
-    return params["space"].sample(params["sample"].num_archs, seed=params["sample"].seed)
+    space: SearchSpace = params["space"]
+    sample = params["sample"]
+    if sample.strategy == "stratified":
+        from proxynas.reference import load_table
+
+        reference = load_table(sample.table).column(sample.column)
+        return stratified_sample(space, reference, sample.num_archs, bins=sample.bins, seed=sample.seed)
+    return space.sample(sample.num_archs, seed=sample.seed)
 
 
 def distill(

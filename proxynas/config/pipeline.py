@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -50,14 +51,25 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """Which candidate architectures are drawn from the search space."""
+    """Which candidate architectures are drawn from the search space.
+
+    ``uniform``: uniformly from the space. ``stratified``: ``num_archs / bins``
+    from each quantile bin of ``column`` in the benchmark ``table`` (so the top
+    of the space is represented; see :mod:`proxynas.sampling`).
+    """
 
     num_archs: int = 20
     seed: int = 0
+    strategy: Literal["uniform", "stratified"] = "uniform"
+    table: str = ""
+    column: str = "cifar10_test_200ep"
+    bins: int = 5
 
     def __post_init__(self) -> None:
         if self.num_archs < 3:
             raise ValueError("num_archs must be >= 3 (rank correlations need at least 3 archs)")
+        if self.strategy == "stratified" and not self.table:
+            raise ValueError("strategy stratified needs table: a benchmark results file (e.g. nb201_results.csv.gz)")
 
 
 def _default_methods() -> dict[str, Distiller]:

@@ -357,3 +357,25 @@ def test_official_reader_rejects_broken_files(tmp_path):
     other.write_text("{}")
     with pytest.raises(DataError, match="not an official NB201 file"):
         NB201Table.from_official(other)
+
+
+def test_cli_export_writes_the_compact_csv(tmp_path, capsys):
+    from proxynas.cli import main
+
+    path = _fake_nb201_pth(tmp_path / "NAS-Bench-201-v1_1-096897.pth", v1_0=False)
+    out = tmp_path / "out.csv.gz"
+    assert main(["nb201", "export", str(path), str(out)]) == 0
+    assert "wrote 3 architectures" in capsys.readouterr().out
+    back = NB201Table.from_csv(out)
+    assert back.archs() == list(FAKE_ARCHS)
+    assert back.values(FAKE_ARCHS, "cifar10_test_200ep") == NB201Table.from_official(path).values(
+        FAKE_ARCHS, "cifar10_test_200ep"
+    )
+
+
+def test_cli_export_of_a_missing_file_is_one_line(tmp_path, capsys):
+    from proxynas.cli import main
+
+    assert main(["nb201", "export", str(tmp_path / "NAS-Bench-201-v1_1-096897.pth"), str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err

@@ -1,0 +1,52 @@
+import pytest
+
+from proxynas.errors import ConfigError
+from proxynas.reference import load_table
+from proxynas.sampling import stratified_sample
+from proxynas.spaces import NB201Space
+
+
+@pytest.fixture(scope="module")
+def reference(nb201_csv):
+    return load_table(nb201_csv).column("cifar10_test_200ep")
+
+
+def test_every_quantile_bin_is_represented(reference):
+    space = NB201Space(skip_disconnected=True)
+    archs = stratified_sample(space, reference, 20, bins=5, seed=0)
+    assert len(set(archs)) == 20
+    values = sorted(v for a, v in reference.items() if not _disconnected(space, a))
+    cut = values[len(values) * 4 // 5]  # lower edge of the top quintile
+    assert sum(reference[a] >= cut for a in archs) == 4
+    assert stratified_sample(space, reference, 20, bins=5, seed=0) == archs
+    assert stratified_sample(space, reference, 20, bins=5, seed=1) != archs
+
+
+def _disconnected(space, arch):
+    try:
+        space.validate(arch)
+        return False
+    except Exception:
+        return True
+
+
+def test_uniform_sampling_rarely_covers_the_top(reference):
+    # why stratified exists: a uniform draw of 20 has on average 2 archs in the top decile
+    space = NB201Space()
+    top = sorted(reference.values())[int(len(reference) * 0.9)]
+    hits = [sum(reference[a] >= top for a in space.sample(20, seed=s)) for s in range(20)]
+    assert min(hits) <= 1
+
+
+def test_only_space_members_are_drawn(reference):
+    space = NB201Space(skip_disconnected=True)
+    for arch in stratified_sample(space, reference, 50, bins=10, seed=3):
+        space.validate(arch)  # raises for a disconnected arch
+
+
+def test_bad_requests_are_config_errors(reference):
+    space = NB201Space()
+    with pytest.raises(ConfigError, match="sample.bins"):
+        stratified_sample(space, reference, 10, bins=20, seed=0)
+    with pytest.raises(ConfigError, match="only 2 archs"):
+        stratified_sample(space, dict(list(reference.items())[:2]), 5, bins=1, seed=0)
