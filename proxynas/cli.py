@@ -54,7 +54,7 @@ def _load(args):
     return load_config(args.pipeline, overrides)
 
 
-def _runner(config, hooks=()):
+def build_runner(config, hooks=()):
     from proxynas.device import resolve_device
     from proxynas.engine import Cache, Runner
     from proxynas.ledger import Ledger
@@ -89,7 +89,7 @@ def cmd_run(args) -> int:
                 tracked=is_tracked_output,
             )
         )
-    runner = _runner(config, hooks)
+    runner = build_runner(config, hooks)
     start = time.perf_counter()
     outputs = runner.run(
         run_info={
@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_stages(args) -> int:
-    print(_runner(_load(args)).format_status())
+    print(build_runner(_load(args)).format_status())
     return 0
 
 

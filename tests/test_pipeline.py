@@ -94,11 +94,11 @@ def test_run_tracks_mlflow_and_ledger_and_reruns_from_cache(tiny, tmp_path, caps
 
 
 def test_changing_one_setting_recomputes_only_its_branch(tiny, capsys):
-    from proxynas.cli import _runner
+    from proxynas.cli import build_runner
 
     base = load_config(QUICKSTART, tiny)
-    _runner(base).run()
-    changed = _runner(load_config(QUICKSTART, tiny + ["distill.methods.dm.iterations=4"]))
+    build_runner(base).run()
+    changed = build_runner(load_config(QUICKSTART, tiny + ["distill.methods.dm.iterations=4"]))
     pending = {s.name for s in changed.status() if not s.cached}
     assert pending == {"distill_dm", "proxy_dm", "report"}
 
