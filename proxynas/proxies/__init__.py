@@ -1,7 +1,40 @@
-"""Proxies: data proxies, baselines and references behind one interface."""
+"""Proxies: data proxies, baselines and references behind one interface.
+
+Importing this package registers every built-in proxy in :data:`PROXIES`,
+including the zero-cost proxies of Abdelfattah et al. (ICLR 2021) and Mellor
+et al. (ICML 2021): ``synflow``, ``snip``, ``grad_norm``, ``fisher``,
+``jacob_cov``, ``naswot`` and the ``flops`` baseline.
+"""
 
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
+from proxynas.proxies.fisher import FisherProxy
+from proxynas.proxies.flops import FlopsProxy, count_macs
+from proxynas.proxies.grad_norm import GradNormProxy
+from proxynas.proxies.jacob_cov import JacobCovProxy
+from proxynas.proxies.naswot import NaswotProxy
 from proxynas.proxies.params import ParamsProxy
+from proxynas.proxies.snip import SnipProxy
+from proxynas.proxies.synflow import SynflowProxy
 from proxynas.proxies.training import TrainProxy
+from proxynas.proxies.zero_cost_batch import ZeroCostBatch
 
-__all__ = ["PROXIES", "Proxy", "ProxyContext", "ParamsProxy", "TrainProxy"]
+#: Registry names of the zero-cost proxies (score an untrained network, no training).
+ZERO_COST_PROXIES = ("synflow", "snip", "grad_norm", "fisher", "jacob_cov", "naswot", "flops")
+
+__all__ = [
+    "PROXIES",
+    "Proxy",
+    "ProxyContext",
+    "ParamsProxy",
+    "TrainProxy",
+    "FisherProxy",
+    "FlopsProxy",
+    "GradNormProxy",
+    "JacobCovProxy",
+    "NaswotProxy",
+    "SnipProxy",
+    "SynflowProxy",
+    "ZeroCostBatch",
+    "ZERO_COST_PROXIES",
+    "count_macs",
+]
