@@ -16,6 +16,7 @@ stage's cache entry, so a hook that ignores outputs costs nothing.
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, Any, Mapping, TextIO
 
 if TYPE_CHECKING:
@@ -63,8 +64,11 @@ class ConsoleHook(Hook):
     ``stream`` defaults to the *current* ``sys.stderr`` at print time.
     """
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, log_interval: float = 2.0) -> None:
         self._stream = stream
+        #: in logs (not a tty), progress lines come at most this often (seconds)
+        self.log_interval = log_interval
+        self._last_print = float("-inf")
         self._position: dict[str, int] = {}
         self._total = 0
 
@@ -89,8 +93,10 @@ class ConsoleHook(Hook):
         # On a terminal: one self-overwriting line. In logs: a line every 10% so CI output stays short.
         tty = getattr(self.stream, "isatty", lambda: False)()
         step = max(1, total // 10)
-        if not tty and done % step and done != total:
+        now = time.monotonic()
+        if not tty and (done % step or now - self._last_print < self.log_interval):
             return
+        self._last_print = now
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         line = f"{self._prefix(stage)} {done}/{total} {extra}".rstrip()
         if tty:

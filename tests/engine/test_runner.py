@@ -334,7 +334,7 @@ def test_status_and_format_status(tmp_path):
 def test_console_hook_lines(tmp_path):
     def run():
         stream = io.StringIO()
-        Runner(two_stage_graph(), Cache(tmp_path), hooks=[ConsoleHook(stream)]).run({"x": 1})
+        Runner(two_stage_graph(), Cache(tmp_path), hooks=[ConsoleHook(stream, log_interval=0.0)]).run({"x": 1})
         return stream.getvalue().splitlines()
 
     lines = run()
@@ -391,3 +391,17 @@ def test_failing_error_hook_does_not_mask_the_stage_error(tmp_path):
     with pytest.warns(Warning, match="hook bug"), pytest.raises(ValueError, match="boom"):
         Runner(two_stage_graph(fail=True), None, hooks=[Broken(), rec]).run({"x": 1})
     assert rec.events[-2:] == [("on_stage_error", "second", "ValueError"), ("on_pipeline_error", "ValueError")]
+
+
+def test_console_progress_in_logs_is_throttled():
+    def chatty(progress):
+        for i in range(100):
+            progress(i + 1, 100, loss=0.1)
+        return 1
+
+    graph = Graph([Stage("chatty", chatty, outputs=("y",))])
+    quiet, loud = io.StringIO(), io.StringIO()
+    Runner(graph, None, hooks=[ConsoleHook(quiet, log_interval=3600.0)]).run()
+    Runner(graph, None, hooks=[ConsoleHook(loud, log_interval=0.0)]).run()
+    assert sum(" 0.1" in l or "loss=" in l for l in quiet.getvalue().splitlines()) == 1
+    assert sum("loss=" in l for l in loud.getvalue().splitlines()) == 10  # one per 10%
