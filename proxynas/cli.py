@@ -57,17 +57,23 @@ def _load(args):
 def build_runner(config, hooks=()):
     from proxynas.device import resolve_device
     from proxynas.engine import Cache, Runner
+    from proxynas.evaluation import default_workers
     from proxynas.ledger import Ledger
     from proxynas.pipeline import build_graph
 
     ledger_uri = config.run.ledger
     if ledger_uri.startswith("sqlite:///"):
         Path(ledger_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.run.device)
     return Runner(
         build_graph(config),
         Cache(Path(config.run.cache_dir)),
         hooks=hooks,
-        resources={"device": resolve_device(config.run.device), "ledger": Ledger(ledger_uri)},
+        resources={
+            "device": device,
+            "ledger": Ledger(ledger_uri),
+            "workers": config.run.workers or default_workers(device),
+        },
     )
 
 

@@ -21,6 +21,7 @@ from proxynas.config.pipeline import PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits, ImageData
 from proxynas.distill.base import Distiller, Summary
 from proxynas.engine import Graph, Stage
+from proxynas.evaluation import score_all
 from proxynas.metrics.rank import rank_metrics
 from proxynas.plots import image_grid_png, scatter_png
 from proxynas.progress import Progress, null_progress
@@ -77,28 +78,20 @@ def evaluate(
     dataset: DatasetSplits,
     params: Mapping[str, Any],
     device: torch.device,
+    workers: int = 1,
     summary: Summary | None = None,
     progress: Progress = null_progress,
 ) -> list[dict[str, Any]]:
     """Score every architecture with one proxy; ``[{arch, value, seconds}]``."""
-    proxy: Proxy = params["proxy"]
-    space: SearchSpace = params["space"]
-    train_data: ImageData = summary.data if summary is not None else dataset.train
-    results = []
-    for i, arch in enumerate(archs):
-        ctx = ProxyContext(
-            space=space,
-            dataset=dataset,
-            train_data=train_data,
-            device=device,
-            seed=params["seed"],
-            setting_prefix=params["setting_prefix"],
-        )
-        start = time.perf_counter()
-        value = proxy.score(arch, ctx)
-        results.append({"arch": arch, "value": float(value), "seconds": time.perf_counter() - start})
-        progress(i + 1, len(archs), value=float(value))
-    return results
+    ctx = ProxyContext(
+        space=params["space"],
+        dataset=dataset,
+        train_data=summary.data if summary is not None else dataset.train,
+        device=device,
+        seed=params["seed"],
+        setting_prefix=params["setting_prefix"],
+    )
+    return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
 
 
 def report(

@@ -47,6 +47,12 @@ class RunConfig:
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     experiment: str = "proxynas"
     ledger: str = "sqlite:///.proxynas/ledger.db"
+    #: processes that train architectures in parallel on a CPU; None = one per core
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers must be >= 1 (or null for one per core)")
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class Proxy(ABC):
     name: ClassVar[str]
     #: what the score means, for tables ("test accuracy %", "parameters")
     unit: ClassVar[str] = ""
+    #: worth scoring in worker processes (training); cheap lookups are not
+    parallel: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, arch: str, ctx: ProxyContext) -> float:

@@ -22,6 +22,7 @@ class TrainProxy(TrainSettings, Proxy):
     """Test accuracy (%) after training on ``ctx.train_data`` with these SGD settings."""
 
     unit = "test accuracy %"
+    parallel = True
 
     def score(self, arch: str, ctx: ProxyContext) -> float:
         torch.manual_seed(ctx.seed)

@@ -1,0 +1,55 @@
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from proxynas.data import Digits
+from proxynas.errors import DivergenceError
+from proxynas.evaluation import default_workers, score_all
+from proxynas.proxies import ParamsProxy, Proxy, ProxyContext, TrainProxy
+from proxynas.spaces import NB201Space
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    data = Digits().load()
+    small = data.train.subset(torch.arange(0, len(data.train), 6))
+    return ProxyContext(NB201Space(channels=4, cells_per_stage=1), data, small, torch.device("cpu"), seed=0)
+
+
+def test_workers_give_the_same_scores_in_the_same_order(ctx):
+    archs = ctx.space.sample(4, seed=1)
+    proxy = TrainProxy(epochs=2, batch_size=64)
+    serial = score_all(proxy, archs, ctx, workers=1)
+    calls = []
+    parallel = score_all(proxy, archs, ctx, workers=2, progress=lambda d, t, **i: calls.append(d))
+    assert [r["arch"] for r in parallel] == archs
+    assert [r["value"] for r in parallel] == pytest.approx([r["value"] for r in serial], abs=1.0)
+    assert all(r["seconds"] > 0 for r in parallel)
+    assert calls == [1, 2, 3, 4]
+
+
+@dataclass(frozen=True)
+class _Exploding(Proxy):
+    parallel = True
+
+    def score(self, arch, ctx):
+        raise DivergenceError(f"training {arch}: loss became nan at epoch 0; lower proxy.lr")
+
+
+def test_a_worker_error_reaches_the_caller_unchanged(ctx):
+    with pytest.raises(DivergenceError, match="lower proxy.lr"):
+        score_all(_Exploding(), ctx.space.sample(3, seed=0), ctx, workers=2)
+
+
+def test_cheap_proxies_stay_in_process(ctx, monkeypatch):
+    import proxynas.evaluation as ev
+
+    monkeypatch.setattr(ev, "ProcessPoolExecutor", None)  # would fail if used
+    archs = ctx.space.sample(3, seed=0)
+    assert len(score_all(ParamsProxy(), archs, ctx, workers=4)) == 3
+
+
+def test_default_workers():
+    assert default_workers(torch.device("cuda")) == 1
+    assert 1 <= default_workers(torch.device("cpu")) <= 8
