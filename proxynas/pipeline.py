@@ -19,7 +19,7 @@ import torch
 from proxynas.artifacts import Figure, Metrics, Table, Tensors
 from proxynas.config.pipeline import PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits, ImageData
-from proxynas.distill.base import Distiller, Summary
+from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
 from proxynas.engine import Graph, Stage
 from proxynas.evaluation import score_all
 from proxynas.metrics.rank import rank_metrics
@@ -46,25 +46,51 @@ def sample_archs(params: Mapping[str, Any]) -> list[str]:
     return space.sample(sample.num_archs, seed=sample.seed)
 
 
-def distill(
+def prepare(
     dataset: DatasetSplits,
     params: Mapping[str, Any],
     device: torch.device,
     progress: Progress = null_progress,
 ) -> dict[str, Any]:
+    """The reusable part of a :class:`PreparedDistiller` (e.g. MTT's expert trajectories).
+
+    ``params`` holds only the preparation settings, so they alone key the
+    cache; the other settings keep their defaults, which ``prepare`` ignores.
+    """
+    method: PreparedDistiller = DISTILLERS.get(params["distiller"])(**params["settings"])
+    start = time.perf_counter()
+    prepared = method.prepare(dataset.train, seed=params["seed"], device=device, progress=progress)
+    row = params["row"]
+    return {f"prepared_{row}": prepared, f"prepare_seconds_{row}": time.perf_counter() - start}
+
+
+def distill(
+    dataset: DatasetSplits,
+    params: Mapping[str, Any],
+    device: torch.device,
+    progress: Progress = null_progress,
+    prepared: Any = None,
+    prepare_seconds: float = 0.0,
+) -> dict[str, Any]:
     method: Distiller = params["method"]
     start = time.perf_counter()
-    summary = method.distill(
-        dataset.train, params["ipc"], seed=params["seed"], device=device, progress=progress
-    )
-    seconds = time.perf_counter() - start
+    if isinstance(method, PreparedDistiller):
+        summary = method.distill_prepared(
+            dataset.train, params["ipc"], prepared, seed=params["seed"], device=device, progress=progress
+        )
+    else:
+        summary = method.distill(
+            dataset.train, params["ipc"], seed=params["seed"], device=device, progress=progress
+        )
+    # The cost of a summary includes its preparation (experts are part of MTT's price).
+    seconds = time.perf_counter() - start + float(prepare_seconds)
     row = params["row"]
     grid = Figure(f"summary_{row}", image_grid_png(summary.data, title=f"{row} (ipc={params['ipc']})"))
-    tensors = Tensors(
-        f"summary_{row}",
-        {"images": summary.data.x, "labels": summary.data.y, "mean": torch.tensor(summary.data.mean),
-         "std": torch.tensor(summary.data.std)},
-    )
+    saved = {"images": summary.data.x, "labels": summary.data.y, "mean": torch.tensor(summary.data.mean),
+             "std": torch.tensor(summary.data.std)}
+    if summary.soft_labels is not None:
+        saved["soft_labels"] = summary.soft_labels
+    tensors = Tensors(f"summary_{row}", saved)
     return {
         f"summary_{row}": summary,
         f"grid_{row}": grid,
@@ -90,6 +116,8 @@ def evaluate(
         device=device,
         seed=params["seed"],
         setting_prefix=params["setting_prefix"],
+        soft_labels=summary.soft_labels if summary is not None else None,
+        label_loss=summary.label_loss if summary is not None else "ce",
     )
     return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
 
@@ -194,11 +222,30 @@ def build_graph(config: PipelineConfig) -> Graph:
     ]
     rows = []
     for name, method in config.distill.methods.items():
+        distill_inputs, renames = ("dataset",), {}
+        if isinstance(method, PreparedDistiller):
+            stages.append(
+                Stage(
+                    f"prepare_{name}",
+                    _bind(prepare, {}),
+                    inputs=("dataset",),
+                    outputs=(f"prepared_{name}", f"prepare_seconds_{name}"),
+                    # keyed by the preparation settings only: tuning the distillation reuses the experts
+                    params={
+                        "row": name,
+                        "distiller": method.name,
+                        "settings": method.prepare_params(),
+                        "seed": config.distill.seed,
+                    },
+                )
+            )
+            distill_inputs = ("dataset", f"prepared_{name}", f"prepare_seconds_{name}")
+            renames = {"prepared": f"prepared_{name}", "prepare_seconds": f"prepare_seconds_{name}"}
         stages.append(
             Stage(
                 f"distill_{name}",
-                _bind(distill, {}),
-                inputs=("dataset",),
+                _bind(distill, renames),
+                inputs=distill_inputs,
                 outputs=(f"summary_{name}", f"grid_{name}", f"tensors_{name}", f"distill_seconds_{name}"),
                 params={"row": name, "method": method, "ipc": config.distill.ipc, "seed": config.distill.seed},
             )

@@ -28,6 +28,9 @@ class TrainSettings:
     schedule: Literal["cosine", "constant"] = "cosine"
     augment: Literal["none", "flip", "dsa"] = "none"
     amp: bool = True
+    # Train on the labels a distiller learned (KIP, FRePo, TESLA) when the
+    # summary carries them; false trains on the images' hard classes.
+    soft_labels: bool = True
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size"):
@@ -52,6 +55,10 @@ def _augmenter(kind: str):
     return lambda x, step: x
 
 
+def _soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, target_logits.softmax(dim=1))
+
+
 def train_model(
     model: nn.Module,
     data: ImageData,
@@ -62,10 +69,22 @@ def train_model(
     label: str = "model",
     setting_prefix: str = "proxy",
     progress: Progress = null_progress,
+    soft_labels: torch.Tensor | None = None,
+    label_loss: str = "ce",
 ) -> nn.Module:
-    """Train ``model`` on ``data`` with ``settings``; raise DivergenceError on a non-finite loss."""
+    """Train ``model`` on ``data`` with ``settings``; raise DivergenceError on a non-finite loss.
+
+    With ``soft_labels`` (``[N, K]``, used when ``settings.soft_labels``) the
+    loss is MSE onto them (``label_loss="mse"``, kernel-ridge targets) or
+    cross-entropy against ``softmax(soft_labels)`` (``"ce"``, logit labels).
+    """
     model.to(device).train()
-    x_all, y_all = data.x.to(device), data.y.to(device)
+    x_all = data.x.to(device)
+    if soft_labels is not None and settings.soft_labels:
+        y_all = soft_labels.to(device, torch.float32)
+        criterion = F.mse_loss if label_loss == "mse" else _soft_cross_entropy
+    else:
+        y_all, criterion = data.y.to(device), F.cross_entropy
     n = len(x_all)
     batch = min(settings.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
@@ -93,7 +112,7 @@ def train_model(
             idx = order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx], seed * 1_000_003 + step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = F.cross_entropy(model(xb), y_all[idx])
+                loss = criterion(model(xb).float(), y_all[idx])
             if not torch.isfinite(loss):
                 raise DivergenceError(
                     f"training {label}: loss became {loss.item()} at epoch {epoch}; "

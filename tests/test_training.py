@@ -58,3 +58,25 @@ def test_progress_is_reported_per_epoch():
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         TrainSettings(**bad)
+
+
+@pytest.mark.parametrize("label_loss", ["ce", "mse"])
+def test_soft_labels_drive_training_when_given(label_loss):
+    # Soft labels that name the *next* class: a net trained on them must follow
+    # them, and ignore them when the settings say so.
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    x = torch.randn(3, 1, 4, 4, generator=g)[y] + 0.1 * torch.randn(60, 1, 4, 4, generator=g)
+    data = ImageData(x, y, ("a", "b", "c"), (0.0,), (1.0,))  # class centres in general position
+    shifted = (data.y + 1) % 3
+    scale = 5.0 if label_loss == "ce" else 1.0  # logits for "ce", one-hot targets for "mse"
+    soft = scale * torch.nn.functional.one_hot(shifted, 3).float()
+    predictions = {}
+    for use_soft in (True, False):
+        torch.manual_seed(0)
+        settings = TrainSettings(epochs=40, batch_size=20, lr=0.1, soft_labels=use_soft)
+        net = train_model(_net(), data, settings, device=CPU, seed=0, soft_labels=soft, label_loss=label_loss)
+        with torch.no_grad():
+            predictions[use_soft] = net(data.x).argmax(1)
+    assert (predictions[True] == shifted).float().mean() > 0.9
+    assert (predictions[False] == data.y).float().mean() > 0.9

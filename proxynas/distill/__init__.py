@@ -3,23 +3,49 @@
 Importing this package registers every built-in method in :data:`DISTILLERS`.
 """
 
-from proxynas.distill.base import DISTILLERS, Distiller, FeatureCoreset, Summary, check_finite, check_ipc
+from proxynas.distill.base import (
+    DISTILLERS,
+    LABEL_LOSSES,
+    Distiller,
+    FeatureCoreset,
+    PreparedDistiller,
+    Summary,
+    check_finite,
+    check_ipc,
+)
+from proxynas.distill.dc import DC
+from proxynas.distill.dcc import DCC
+from proxynas.distill.dd import DD
 from proxynas.distill.dm import DM
 from proxynas.distill.dsa import DSA
+from proxynas.distill.frepo import FRePo
+from proxynas.distill.gradient_matching import GradientMatching, gradient_distance
 from proxynas.distill.herding import Herding
+from proxynas.distill.idc import IDC
 from proxynas.distill.kcenter import KCenter
+from proxynas.distill.kip import KIP
 from proxynas.distill.random import RandomCoreset
 
 __all__ = [
+    "DC",
+    "DCC",
+    "DD",
     "DISTILLERS",
     "DM",
     "DSA",
+    "FRePo",
     "Distiller",
     "FeatureCoreset",
+    "GradientMatching",
     "Herding",
+    "IDC",
     "KCenter",
+    "KIP",
+    "LABEL_LOSSES",
+    "PreparedDistiller",
     "RandomCoreset",
     "Summary",
     "check_finite",
     "check_ipc",
+    "gradient_distance",
 ]

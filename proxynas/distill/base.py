@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -22,6 +22,7 @@ from proxynas.progress import Progress, null_progress
 from proxynas.registry import Registry
 
 DISTILLERS: Registry[type["Distiller"]] = Registry("distiller")
+LABEL_LOSSES = ("ce", "mse")
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,29 @@ class Summary:
 
     ``history`` is the method's objective per logged iteration (empty for
     coresets, which optimise nothing iteratively).
+
+    ``soft_labels`` (``[N, K]`` float32, CPU) are labels learned with the
+    images (label distillation, e.g. KIP, FRePo, TESLA); ``data.y`` still holds
+    each image's class, so consumers that only know hard labels keep working.
+    ``label_loss`` says how a network trains on them: ``"mse"`` regresses its
+    outputs onto them (kernel-ridge targets), ``"ce"`` is cross-entropy with
+    ``softmax(soft_labels)`` as the target distribution (logit labels).
     """
 
     data: ImageData
     method: str
     history: tuple[float, ...] = ()
+    soft_labels: torch.Tensor | None = None
+    label_loss: str = "ce"
+
+    def __post_init__(self) -> None:
+        if self.label_loss not in LABEL_LOSSES:
+            raise ValueError(f"label_loss must be one of {', '.join(LABEL_LOSSES)}, got {self.label_loss!r}")
+        labels = self.soft_labels
+        if labels is not None:
+            n, k = len(self.data), self.data.num_classes
+            if tuple(labels.shape) != (n, k):
+                raise ValueError(f"soft_labels must be [{n}, {k}], got shape {tuple(labels.shape)}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,54 @@ class Distiller(ABC):
         Work happens on ``device``; the returned summary lives on the CPU with
         labels sorted class by class (``[0]*ipc + [1]*ipc + ...``).
         """
+
+
+@dataclass(frozen=True)
+class PreparedDistiller(Distiller):
+    """A distiller with an expensive preparation reusable across runs (MTT's expert trajectories).
+
+    The pipeline runs :meth:`prepare` as its own cached stage, keyed only by
+    the fields named in ``prepare_fields`` (and the seed), so changing e.g. the
+    number of synthetic steps re-distills without retraining the experts.
+    Called directly, :meth:`distill` does both steps.
+    """
+
+    #: the settings :meth:`prepare` depends on (its stage's cache key)
+    prepare_fields: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def prepare(
+        self, train: ImageData, *, seed: int, device: torch.device, progress: Progress = null_progress
+    ) -> Any:
+        """The reusable part (picklable, tensors on the CPU)."""
+
+    @abstractmethod
+    def distill_prepared(
+        self,
+        train: ImageData,
+        ipc: int,
+        prepared: Any,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """:meth:`Distiller.distill` given the output of :meth:`prepare`."""
+
+    def prepare_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.prepare_fields}
+
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        prepared = self.prepare(train, seed=seed, device=device, progress=progress)
+        return self.distill_prepared(train, ipc, prepared, seed=seed, device=device, progress=progress)
 
 
 def check_ipc(train: ImageData, ipc: int) -> list[int]:

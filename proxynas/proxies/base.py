@@ -36,6 +36,9 @@ class ProxyContext:
     seed: int
     setting_prefix: str = "proxy"
     progress: Progress = null_progress
+    #: labels learned with a distilled summary (see ``Summary.soft_labels``)
+    soft_labels: torch.Tensor | None = None
+    label_loss: str = "ce"
 
 
 @dataclass(frozen=True)

@@ -39,5 +39,7 @@ class TrainProxy(TrainSettings, Proxy):
             label=arch,
             setting_prefix=ctx.setting_prefix,
             progress=ctx.progress,
+            soft_labels=ctx.soft_labels,
+            label_loss=ctx.label_loss,
         )
         return accuracy(model, ctx.dataset.test, device=ctx.device)

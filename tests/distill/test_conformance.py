@@ -15,7 +15,16 @@ from proxynas.errors import ConfigError, DataError
 CPU = torch.device("cpu")
 IPC = 2
 # depth 2 keeps a 2x2 map on 8x8 images, so DM's objective moves within a few iterations.
-FAST: dict[str, dict] = {"dm": {"iterations": 30, "width": 32, "depth": 2}}
+FAST: dict[str, dict] = {
+    "dm": {"iterations": 30, "width": 32, "depth": 2},
+    "dc": {"iterations": 20, "match_steps": 2, "net_epochs": 1, "batch_real": 20, "width": 32, "depth": 2},
+    "dcc": {"iterations": 20, "match_steps": 2, "net_epochs": 1, "batch_real": 20, "width": 32, "depth": 2},
+    "idc": {"iterations": 20, "match_steps": 2, "net_steps": 1, "batch_net": 20, "batch_real": 20, "width": 32,
+            "depth": 2},
+    "dd": {"iterations": 30, "width": 32, "depth": 2, "inner_steps": 5, "truncate": 5},
+    "kip": {"iterations": 30},
+    "frepo": {"iterations": 30, "width": 32, "depth": 2, "pool_size": 3, "max_online_steps": 10},
+}
 NAMES = DISTILLERS.names()
 
 

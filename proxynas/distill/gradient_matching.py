@@ -1,0 +1,478 @@
+"""Gradient matching: the machinery shared by DC, DSA, DCC and IDC.
+
+Zhao, Mopuri & Bilen, "Dataset Condensation with Gradient Matching" (ICLR
+2021; "DC"). Synthetic images S are learned so that, along the training
+trajectory of a network theta, the gradient of the training loss on S matches
+the gradient on the real set T (eq. 9):
+
+    min_S  E_{theta_0}  sum_{t < T}  sum_c  D( grad_theta L(S_c; theta_t), grad_theta L(T_c; theta_t) )
+
+where theta_{t+1} = train(theta_t, S) (the "inner loop"). The layer-wise
+distance D of eq. 10 sums, over every layer and every output node i of the
+layer, ``1 - cos(A_i, B_i)`` between the real and synthetic gradients of that
+node's incoming weights (:func:`gradient_distance`).
+
+:class:`GradientMatching` is that outer/inner loop (Algorithm 1 of DC),
+parameterised by small hooks so the variants are one module each and reuse
+rather than copy it:
+
+* DC / DSA (Zhao & Bilen, ICML 2021): siamese augmentation of both batches
+  (:mod:`proxynas.distill.dc`);
+* DCC (Lee et al., ICML 2022): how the per-class gradients are combined before
+  the distance (:meth:`GradientMatching.objective`, :mod:`proxynas.distill.dcc`);
+* IDC (Kim et al., ICML 2022): how stored parameters decode into images,
+  which networks are matched and how they are trained
+  (:meth:`decode`, :meth:`new_network`, :meth:`update_network`,
+  :mod:`proxynas.distill.idc`).
+
+Names of the loops differ between the papers; here:
+
+* ``iterations`` = K, the number of randomly initialised networks (DC's
+  "Iteration"; IDC's outer iterations);
+* ``match_steps`` = T, image updates per network (DC's "outer_loop", IDC's
+  "inner_loop");
+* the network update between two image updates (DC's "inner_loop" epochs on
+  S; IDC's steps on real data) is each subclass's :meth:`update_network`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from proxynas.data.types import ImageData
+from proxynas.distill.base import (
+    Distiller,
+    Summary,
+    check_finite,
+    check_ipc,
+    class_indices,
+    make_summary,
+    seeded_convnet,
+)
+from proxynas.distill.dsa import DSA
+from proxynas.errors import DivergenceError
+from proxynas.progress import Progress, null_progress
+
+METRICS = ("cos", "mse", "l1")
+INITS = ("real", "noise")
+DEFAULT_DSA = "color_crop_cutout_flip_scale_rotate"
+_SEED_HIGH = 2**31 - 1
+_EPS = 1e-6  # DC's guard against a zero norm product in eq. 10
+
+Grads = Sequence[torch.Tensor]
+
+
+def layer_distance(real: torch.Tensor, syn: torch.Tensor, metric: str = "cos") -> torch.Tensor:
+    """Distance between one layer's real and synthetic gradients.
+
+    ``"cos"`` is DC eq. 10: the gradient is viewed as one row per output node
+    (a conv weight ``[out, in, kh, kw]`` as ``[out, in*kh*kw]``, a linear
+    weight as ``[out, in]``, a 1-D tensor as a single row) and
+    ``sum_i (1 - <A_i, B_i> / (|A_i| |B_i|))`` is returned; the norm product
+    is floored at 1e-6 so identical gradients give exactly 0 and a zero row
+    gives 1. ``"mse"`` / ``"l1"`` are the summed squared / absolute
+    differences IDC uses (Kim et al. 2022, released code). All three are
+    symmetric in their arguments.
+    """
+    if real.shape != syn.shape:
+        raise ValueError(f"gradient shapes differ: {tuple(real.shape)} vs {tuple(syn.shape)}")
+    if metric == "cos":
+        rows = real.shape[0] if real.ndim > 1 else 1
+        a, b = real.reshape(rows, -1), syn.reshape(rows, -1)
+        norms = (a.norm(dim=1) * b.norm(dim=1)).clamp_min(_EPS)
+        return (1.0 - (a * b).sum(dim=1) / norms).sum()
+    if metric == "mse":
+        return (real - syn).pow(2).sum()
+    if metric == "l1":
+        return (real - syn).abs().sum()
+    raise ValueError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+
+
+def gradient_distance(
+    real: Grads,
+    syn: Grads,
+    *,
+    metric: str = "cos",
+    include_bias: bool = False,
+    include_fc: bool = True,
+) -> torch.Tensor:
+    """D(real, syn) of DC eq. 10: :func:`layer_distance` summed over the network's parameters.
+
+    ``real`` and ``syn`` are per-parameter gradients in the same order (as
+    from ``torch.autograd.grad``). As in DC, 1-D parameters (biases and
+    normalisation affines) are skipped unless ``include_bias``; IDC
+    additionally skips 2-D (fully connected) weights (``include_fc=False``).
+    """
+    if len(real) != len(syn):
+        raise ValueError(f"got {len(real)} real and {len(syn)} synthetic gradients")
+    total = None
+    for r, s in zip(real, syn):
+        if r.ndim <= 1 and not include_bias:
+            continue
+        if r.ndim == 2 and not include_fc:
+            continue
+        d = layer_distance(r, s, metric)
+        total = d if total is None else total + d
+    if total is None:
+        device = real[0].device if len(real) else None
+        return torch.zeros((), device=device)
+    return total
+
+
+def class_gradient(
+    net: nn.Module, images: torch.Tensor, label: int, *, create_graph: bool
+) -> tuple[torch.Tensor, ...]:
+    """grad_theta of the mean cross-entropy of ``images`` all labelled ``label`` (DC eq. 9's L(S_c))."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    target = torch.full((len(images),), label, dtype=torch.int64, device=images.device)
+    loss = F.cross_entropy(net(images), target)
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+    return grads if create_graph else tuple(g.detach() for g in grads)
+
+
+def joint_gradient(
+    net: nn.Module, batches: Sequence[torch.Tensor], *, create_graph: bool
+) -> tuple[torch.Tensor, ...]:
+    """grad_theta of ``(1/C) sum_c L(batches[c])`` with ``batches[c]`` labelled c.
+
+    By linearity this is the mean over classes of :func:`class_gradient`, in
+    one backward pass (DCC's summed gradient, Lee et al. 2022).
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    losses = []
+    for label, images in enumerate(batches):
+        target = torch.full((len(images),), label, dtype=torch.int64, device=images.device)
+        losses.append(F.cross_entropy(net(images), target))
+    loss = torch.stack(losses).mean()
+    grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+    return grads if create_graph else tuple(g.detach() for g in grads)
+
+
+def epoch_batches(n: int, batch: int, epochs: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """CPU index batches covering ``range(n)`` once per epoch, reshuffled each epoch."""
+    batch = min(batch, n)
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        out += list(order.split(batch))
+    return out
+
+
+def random_batches(n: int, batch: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """``steps`` CPU index batches of ``min(batch, n)`` distinct indices each."""
+    batch = min(batch, n)
+    return [torch.randperm(n, generator=generator)[:batch] for _ in range(steps)]
+
+
+def _positive_int(owner: object, names: Iterable[str], *, allow_none: bool = False) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if allow_none and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be an integer > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GradientMatching(Distiller):
+    """DC's Algorithm 1 with hooks; subclasses are the registered methods.
+
+    Settings shared by every variant (defaults are DC's; subclasses may
+    override them):
+
+    * ``iterations``: networks sampled (K);
+    * ``match_steps``: image updates per network (T); ``None`` = chosen from
+      ``ipc`` by :meth:`default_match_steps`;
+    * ``lr_img`` / ``momentum_img``: SGD on the images (DC: 0.1 / 0.5);
+    * ``lr_net`` / ``momentum_net`` / ``weight_decay_net``: SGD on the
+      network between image updates (DC: 0.01 / 0 / 0);
+    * ``batch_real``: real images per class per matching step (DC: 256);
+    * ``init``: ``"real"`` (random real images of each class) or ``"noise"``;
+    * ``metric``: the distance of :func:`layer_distance` (DC: ``"cos"``);
+    * ``width`` / ``depth``: the matched ConvNet (DC: 128 / 3). On 8x8
+      images use depth <= 2: at depth 3 the last block normalises 2x2 maps,
+      and matching gradients of that network diverges at DC's lr_img;
+    * ``dsa``: the :class:`DSA` strategy used siamese-ly on the real and
+      synthetic batch of each class (``"none"`` disables it);
+    * ``log_every``: progress is reported every that many iterations.
+
+    ``Summary.history`` holds, per iteration, the objective averaged over its
+    ``match_steps`` matching steps.
+    """
+
+    iterative: ClassVar[bool] = True
+
+    iterations: int = 200
+    match_steps: int | None = None
+    lr_img: float = 0.1
+    momentum_img: float = 0.5
+    lr_net: float = 0.01
+    momentum_net: float = 0.0
+    weight_decay_net: float = 0.0
+    batch_real: int = 256
+    init: str = "real"
+    metric: str = "cos"
+    width: int = 128
+    depth: int = 3
+    dsa: str = DEFAULT_DSA
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        _positive_int(self, ("iterations", "batch_real", "width", "depth", "log_every"))
+        _positive_int(self, ("match_steps",), allow_none=True)
+        # `<= 0` (not `not > 0`) on purpose: a NaN learning rate is let through
+        # and reported as a divergence at the iteration where it bites.
+        for name in ("lr_img", "lr_net"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("momentum_img", "momentum_net"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.weight_decay_net < 0:
+            raise ValueError(f"weight_decay_net must be >= 0, got {self.weight_decay_net}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose one of: {', '.join(METRICS)}")
+        DSA(strategy=self.dsa)  # raises ValueError naming the allowed transforms
+
+    # ------------------------------------------------------------ settings
+    def setting(self, field: str) -> str:
+        """Dotted config path of one of this method's settings (for error messages)."""
+        return f"distill.methods.{self.name}.{field}"
+
+    @property
+    def augment(self) -> DSA:
+        """Siamese A(., omega) for matching: one omega per class, shared by its real and synthetic batch."""
+        return DSA(strategy=self.dsa)
+
+    @property
+    def net_augment(self) -> DSA:
+        """Augmentation when training the matched network: one omega per image (DSA paper)."""
+        return DSA(strategy=self.dsa, per_sample=True)
+
+    def default_match_steps(self, ipc: int) -> int:
+        """T when ``match_steps`` is None; subclasses with a paper table override it."""
+        return 10
+
+    def steps_for(self, ipc: int) -> int:
+        return self.match_steps if self.match_steps is not None else self.default_match_steps(ipc)
+
+    # ------------------------------------------------------ parameterisation
+    def stored_per_class(self, ipc: int) -> int:
+        """Optimised tensors per class (``ipc`` images unless a subclass compresses them)."""
+        return ipc
+
+    def initial_images(
+        self, train: ImageData, ipc: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """The optimised tensor at step 0: random real images of each class, or N(0, 1) noise.
+
+        Noise is standard normal because the images are normalised per channel.
+        """
+        c, h, w = train.shape
+        if self.init == "noise":
+            return torch.randn(train.num_classes * ipc, c, h, w, generator=generator).to(device)
+        picks = [idx[torch.randperm(len(idx), generator=generator)[:ipc]] for idx in class_indices(train)]
+        return train.x[torch.cat(picks).to(train.x.device)].to(device, torch.float32)
+
+    def decode(self, stored: torch.Tensor, num_classes: int, ipc: int) -> torch.Tensor:
+        """Images ``[num_classes * ipc, C, H, W]`` (class-major) from the optimised tensor (identity here)."""
+        return stored
+
+    def project(self, stored: torch.Tensor, train: ImageData) -> None:
+        """Constrain the optimised tensor in place after updates (nothing here)."""
+
+    # ------------------------------------------------------------ networks
+    def new_network(
+        self,
+        train: ImageData,
+        real_x: torch.Tensor,
+        real_y: torch.Tensor,
+        seed: int,
+        device: torch.device,
+        generator: torch.Generator,
+        iteration: int,
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """theta_0 ~ P_theta: a seeded random ConvNet and the SGD optimiser that trains it."""
+        net = seeded_convnet(train, seed, device, width=self.width, depth=self.depth)
+        net.requires_grad_(True).train()
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=self.lr_net, momentum=self.momentum_net, weight_decay=self.weight_decay_net
+        )
+        return net, optimizer
+
+    @abstractmethod
+    def update_network(
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        syn_x: torch.Tensor,
+        syn_y: torch.Tensor,
+        real_x: torch.Tensor,
+        real_y: torch.Tensor,
+        ipc: int,
+        generator: torch.Generator,
+        iteration: int,
+    ) -> None:
+        """theta_{t+1} from theta_t between two matching steps (``syn_x`` is detached)."""
+
+    def sgd_steps(
+        self,
+        net: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batches: Sequence[torch.Tensor],
+        generator: torch.Generator,
+        iteration: int,
+    ) -> None:
+        """One cross-entropy SGD step per index batch, with :attr:`net_augment`.
+
+        Raises :class:`DivergenceError` naming ``lr_net`` on a non-finite loss
+        or network weights.
+        """
+        augment = self.net_augment
+        loss = None
+        for idx in batches:
+            idx = idx.to(x.device)
+            xb = x[idx]
+            if augment.parts:
+                xb = augment(xb, int(torch.randint(0, _SEED_HIGH, (), generator=generator)))
+            loss = F.cross_entropy(net(xb), y[idx])
+            if not torch.isfinite(loss):
+                self._network_diverged(loss.item(), iteration)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        # The last step can itself overflow, which would otherwise surface as a bad image loss.
+        if loss is not None and not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            self._network_diverged(float("nan"), iteration)
+
+    def _network_diverged(self, value: float, iteration: int) -> None:
+        raise DivergenceError(
+            f"{self.name}: network training loss became {value} at iteration {iteration}; "
+            f"lower {self.setting('lr_net')}"
+        )
+
+    # ----------------------------------------------------------- objective
+    def distance(self, real: Grads, syn: Grads) -> torch.Tensor:
+        """D of DC eq. 10 with this method's metric (biases skipped)."""
+        return gradient_distance(real, syn, metric=self.metric)
+
+    def objective(self, real: Sequence[Grads], syn: Sequence[Grads]) -> torch.Tensor:
+        """DC eq. 9 at one theta: ``sum_c D(real[c], syn[c])`` over per-class gradients."""
+        return torch.stack([self.distance(r, s) for r, s in zip(real, syn)]).sum()
+
+    def matching_loss(
+        self, net: nn.Module, real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`objective` of class c's (augmented) real batch ``real[c]`` vs synthetic ``syn[c]``.
+
+        Real gradients are constants; synthetic ones keep their graph so the
+        loss can be differentiated with respect to the images.
+        """
+        real_grads = [class_gradient(net, r, k, create_graph=False) for k, r in enumerate(real)]
+        syn_grads = [class_gradient(net, s, k, create_graph=True) for k, s in enumerate(syn)]
+        return self.objective(real_grads, syn_grads)
+
+    # --------------------------------------------------------------- driver
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """DC Algorithm 1: for each of ``iterations`` fresh networks, alternate
+        ``match_steps`` image updates with :meth:`update_network`.
+
+        Each matching step draws, per class, a real batch of up to
+        ``batch_real`` images and one DSA seed shared by that class's real and
+        synthetic batch (siamese), then takes one SGD step (``lr_img``,
+        ``momentum_img``) on the optimised tensor. As in DC the network is not
+        updated after the last matching step of an iteration. All randomness
+        comes from one CPU generator seeded with ``seed``.
+        """
+        check_ipc(train, ipc)
+        generator = torch.Generator().manual_seed(seed)
+        k = train.num_classes
+        steps = self.steps_for(ipc)
+        stored = self.initial_images(train, ipc, generator, device).requires_grad_(True)
+        optimizer = torch.optim.SGD([stored], lr=self.lr_img, momentum=self.momentum_img)
+        real_x = train.x.to(device, torch.float32)
+        real_y = train.y.to(device)
+        indices = [idx.to(device) for idx in class_indices(train)]
+        syn_y = torch.arange(k, device=device).repeat_interleave(ipc)
+        augment = self.augment
+        history: list[float] = []
+        lr_img = self.setting("lr_img")
+
+        for it in range(1, self.iterations + 1):
+            net_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+            net, net_optimizer = self.new_network(train, real_x, real_y, net_seed, device, generator, it)
+            with torch.no_grad():
+                self.project(stored, train)
+            losses = []
+            for step in range(steps):
+                syn = self.decode(stored, k, ipc).split(ipc)
+                real, fake = [], []
+                for c, idx in enumerate(indices):
+                    pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
+                    aug_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+                    real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
+                    fake.append(augment(syn[c], aug_seed))
+                loss = self.matching_loss(net, real, fake)
+                losses.append(check_finite(loss.item(), method=self.name, iteration=it, setting=lr_img))
+                # Only the images are differentiated; the network keeps no .grad from matching.
+                (stored.grad,) = torch.autograd.grad(loss, [stored])
+                optimizer.step()
+                if not torch.isfinite(stored).all():
+                    check_finite(float("nan"), method=self.name, iteration=it, setting=lr_img)
+                if step < steps - 1:
+                    syn_now = self.decode(stored.detach(), k, ipc)
+                    self.update_network(
+                        net, net_optimizer, syn_now, syn_y, real_x, real_y, ipc, generator, it
+                    )
+            history.append(sum(losses) / len(losses))
+            if it % self.log_every == 0 or it == self.iterations:
+                progress(it, self.iterations, loss=history[-1])
+
+        with torch.no_grad():
+            self.project(stored, train)
+        images = self.decode(stored.detach(), k, ipc)
+        return make_summary(train, images.split(ipc), self.name, history)
+
+
+def dc_loops(ipc: int) -> tuple[int, int]:
+    """(outer_loop, inner_loop) of DC's released code for ``ipc``: match steps T and network epochs.
+
+    DC (Zhao et al. 2021, sec. 4 / released ``get_loops``): ipc 1 -> (1, 1),
+    10 -> (10, 50), 20 -> (20, 25), 30 -> (30, 20), 40 -> (40, 15),
+    50 -> (50, 10). Other ipc take the row of the nearest listed ipc
+    (ties to the smaller), with T = min(ipc, 50).
+    """
+    table = {1: 1, 10: 50, 20: 25, 30: 20, 40: 15, 50: 10}
+    nearest = min(table, key=lambda row: (abs(row - ipc), row))
+    return min(ipc, 50), table[nearest]
+
+
+__all__ = [
+    "GradientMatching",
+    "METRICS",
+    "class_gradient",
+    "dc_loops",
+    "epoch_batches",
+    "gradient_distance",
+    "joint_gradient",
+    "layer_distance",
+    "random_batches",
+]

@@ -1,0 +1,196 @@
+"""Kernel Inducing Points (KIP).
+
+Nguyen, Chen & Lee, "Dataset Meta-Learning from Kernel Ridge-Regression"
+(ICLR 2021). The support set S = (X_s, y_s) is learned so that kernel ridge
+regression fitted on S predicts the labels of real target batches T: the KRR
+loss of eq. 5 of the survey by Sachdeva & McAuley (2023),
+
+    L(S) = 1/2 || y_t - K_ts (K_ss + lambda I)^{-1} y_s ||^2 ,
+
+minimised over X_s (and, with ``learn_labels``, over y_s) by Adam. The kernel
+is the infinite-width NNGP or NTK of a fully-connected ReLU network, computed
+in closed form with the arc-cosine recursion (Cho & Saul 2009; Lee et al.
+2018; Jacot et al. 2018; Arora et al. 2019), and lambda is scaled by
+``tr(K_ss) / n_s`` as in the paper's code. ZCA preprocessing (used by the
+paper on CIFAR) is left to the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc
+from proxynas.distill.krr import (
+    INITS,
+    check_positive_float,
+    check_positive_int,
+    finish_summary,
+    initial_images,
+    krr_loss,
+    regression_targets,
+    sample_batch,
+)
+from proxynas.progress import Progress, null_progress
+
+KERNELS = ("ntk", "nngp")
+SETTING = "distill.methods.kip.lr_img"  # what to lower when the objective diverges
+_EPS = 1e-7  # keeps arccos away from +-1, where its derivative is infinite
+
+
+def fc_relu_kernels(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    depth: int = 3,
+    weight_var: float = 2.0,
+    bias_var: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(NNGP, NTK)`` of an infinitely wide fully-connected ReLU network, each ``[n1, n2]``.
+
+    The network has ``depth`` hidden ReLU layers and a linear read-out, NTK
+    parameterisation ``h^{l+1} = sigma_w / sqrt(n_l) W^{l+1} phi(h^l) + sigma_b b^{l+1}``
+    with standard normal W, b (``weight_var = sigma_w^2``, ``bias_var = sigma_b^2``).
+    Inputs are flattened; ``n_0`` is their dimension. Recursion over layers:
+
+        Sigma^0(x, x') = sigma_w^2 <x, x'> / n_0 + sigma_b^2,        Theta^0 = Sigma^0
+        Sigma^l = sigma_w^2 E[phi(u) phi(v)] + sigma_b^2
+        Theta^l = Sigma^l + sigma_w^2 E[phi'(u) phi'(v)] Theta^{l-1}
+
+    with ``(u, v) ~ N(0, Sigma^{l-1})`` and, for ReLU (arc-cosine kernels of
+    degree 1 and 0, Cho & Saul 2009), ``cos t = Sigma^{l-1}(x, x') / sqrt(Sigma^{l-1}(x, x) Sigma^{l-1}(x', x'))``:
+
+        E[phi(u) phi(v)]   = sqrt(Sigma(x,x) Sigma(x',x')) (sin t + (pi - t) cos t) / (2 pi)
+        E[phi'(u) phi'(v)] = (pi - t) / (2 pi)
+
+    The NNGP is ``Sigma^depth`` (the read-out covariance, E[f(x) f(x')] over
+    random init), the NTK ``Theta^depth``. Differentiable in both inputs;
+    computed in the inputs' dtype.
+    """
+    if depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    a, b = x1.flatten(1), x2.flatten(1)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"inputs differ in dimension: {a.shape[1]} vs {b.shape[1]}")
+    dim = a.shape[1]
+    cross = weight_var * (a @ b.T) / dim + bias_var
+    diag1 = weight_var * (a * a).sum(1) / dim + bias_var
+    diag2 = weight_var * (b * b).sum(1) / dim + bias_var
+    ntk = cross
+    for _ in range(depth):
+        norm = torch.sqrt(diag1[:, None] * diag2[None, :])
+        cos = (cross / norm).clamp(-1.0 + _EPS, 1.0 - _EPS)
+        theta = torch.arccos(cos)
+        e_relu = norm * (torch.sin(theta) + (math.pi - theta) * cos) / (2 * math.pi)
+        e_drelu = (math.pi - theta) / (2 * math.pi)
+        cross = weight_var * e_relu + bias_var
+        ntk = cross + weight_var * e_drelu * ntk
+        # E[relu(u)^2] = Sigma(x, x) / 2 exactly (t = 0), kept exact for the diagonals.
+        diag1 = weight_var * diag1 / 2 + bias_var
+        diag2 = weight_var * diag2 / 2 + bias_var
+    return cross, ntk
+
+
+@DISTILLERS.register("kip")
+@dataclass(frozen=True)
+class KIP(Distiller):
+    """Kernel Inducing Points with an FC-ReLU NTK / NNGP; defaults after the paper except ``iterations``.
+
+    ``kernel`` picks the NTK or NNGP of :func:`fc_relu_kernels` with ``depth``
+    hidden layers (the paper's FC1-FC3 kernels; ``weight_var``/``bias_var`` are
+    sigma_w^2 / sigma_b^2). ``reg`` is lambda before the trace scaling
+    (paper: 1e-6). Each iteration draws ``batch_target`` real images as the
+    target T and takes one Adam step (lr ``lr_img``, paper 0.01) on the
+    support images and, with ``learn_labels``, on the support labels
+    (initialised to centred one-hot); learned labels come back as
+    :attr:`Summary.soft_labels`. ``Summary.history`` holds the loss of
+    every iteration; progress is reported every ``log_every`` iterations.
+    """
+
+    name: ClassVar[str] = "kip"
+    iterative: ClassVar[bool] = True
+
+    iterations: int = 200
+    kernel: str = "ntk"
+    depth: int = 3
+    weight_var: float = 2.0
+    bias_var: float = 0.01
+    reg: float = 1e-6
+    lr_img: float = 0.01
+    learn_labels: bool = False
+    batch_target: int = 1024
+    init: str = "real"
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        check_positive_int(self, "iterations", "depth", "batch_target", "log_every")
+        check_positive_float(self, "lr_img", "weight_var")
+        if not self.bias_var >= 0:
+            raise ValueError(f"bias_var must be >= 0, got {self.bias_var}")
+        if not self.reg >= 0:
+            raise ValueError(f"reg must be >= 0, got {self.reg}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; choose one of: {', '.join(KERNELS)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
+        if not isinstance(self.learn_labels, bool):
+            raise ValueError(f"learn_labels must be true or false, got {self.learn_labels!r}")
+
+    def kernel_fn(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """The chosen kernel ``K(x1, x2)`` (float64, ``[n1, n2]``)."""
+        nngp, ntk = fc_relu_kernels(
+            x1.to(torch.float64), x2.to(torch.float64), self.depth, self.weight_var, self.bias_var
+        )
+        return ntk if self.kernel == "ntk" else nngp
+
+    def objective(
+        self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, y_t: torch.Tensor
+    ) -> torch.Tensor:
+        """The KRR loss (survey eq. 5) of support ``(x_s, y_s)`` on target ``(x_t, y_t)``; ``y`` are ``[n, K]``."""
+        k_ss = self.kernel_fn(x_s, x_s)
+        k_ts = self.kernel_fn(x_t, x_s)
+        return krr_loss(k_ts, k_ss, y_s.to(torch.float64), y_t.to(torch.float64), self.reg)
+
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress = null_progress,
+    ) -> Summary:
+        """Minimise the KRR loss over the support set by Adam (KIP, Algorithm 1).
+
+        All randomness (initial images, target batches) comes from one CPU
+        generator seeded with ``seed``.
+        """
+        check_ipc(train, ipc)
+        generator = torch.Generator().manual_seed(seed)
+        k = train.num_classes
+        syn = initial_images(train, ipc, self.init, generator, device).requires_grad_(True)
+        hard = torch.arange(k, device=device).repeat_interleave(ipc)
+        labels = regression_targets(hard, k).requires_grad_(self.learn_labels)
+        params = [syn, labels] if self.learn_labels else [syn]
+        optimizer = torch.optim.Adam(params, lr=self.lr_img)
+        real_x = train.x.to(device, torch.float32)
+        real_y = regression_targets(train.y.to(device), k)
+        history: list[float] = []
+
+        for it in range(1, self.iterations + 1):
+            pick = sample_batch(len(train), self.batch_target, generator).to(device)
+            loss = self.objective(syn, labels, real_x[pick], real_y[pick])
+            value = check_finite(loss.item(), method=self.name, iteration=it, setting=SETTING)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append(value)
+            if it % self.log_every == 0 or it == self.iterations:
+                progress(it, self.iterations, loss=value)
+
+        if not (torch.isfinite(syn).all() and torch.isfinite(labels).all()):
+            check_finite(float("nan"), method=self.name, iteration=self.iterations, setting=SETTING)
+        return finish_summary(train, syn, ipc, self.name, history, labels if self.learn_labels else None)
