@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 # pins keep it off multi-GB downloads (see README).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1 mlflow==3.17.2
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean postgres-server
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +20,13 @@ setup: $(BIN)/.installed
 demo: setup
 	$(BIN)/proxynas run pipelines/quickstart.yaml
 
-test: setup
+# The multi-worker tests start a throwaway PostgreSQL server on 127.0.0.1.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+		{ echo "installing Debian's postgresql for the multi-worker tests"; \
+		  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+
+test: setup postgres-server
 	$(BIN)/python -m pytest -q
 
 clean:
