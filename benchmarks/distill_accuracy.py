@@ -11,7 +11,8 @@ training split into ``--ipc`` images per class, train DC's evaluation network
 (ConvNet-3: width 128, instance norm, ReLU, average pooling) on the summary
 with DC's protocol (SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256,
 the learning rate multiplied by ``--lr-decay`` half way, as in DC's released
-``evaluate_synset``; DSA augmentation with one omega per image), and report the
+``evaluate_synset``; DSA augmentation with one omega per image; on a summary's
+learned labels, e.g. TESLA's, unless ``--hard-labels``), and report the
 test accuracy (mean +- std over seeds), the distillation wall time and its peak
 memory: ``torch.cuda.max_memory_allocated`` on a GPU; on a CPU the peak resident
 set size of the process above its level before the distillation, sampled
@@ -77,6 +78,12 @@ CPU_SETTINGS: dict[str, dict] = {
     "dc": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2},
     "dcc": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2},
     "idc": {"iterations": 20, "match_steps": 10, "net_steps": 5, "width": 64, "depth": 2},
+    # Trajectory matching: 5 experts x 15 epochs in batches of 64 (~21 SGD steps per epoch on the
+    # 1,337 digits, vs MTT's 196 on CIFAR-10), 20 student steps matching 2 expert epochs.
+    "mtt": {"iterations": 150, "syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 10, "num_experts": 5,
+            "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2},
+    "tesla": {"iterations": 150, "syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 10, "num_experts": 5,
+              "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2},
 }
 
 
@@ -136,14 +143,29 @@ class PeakMemory:
             self.peak_bytes = max(self._top, self._rss()) - self._base
 
 
-def evaluate(summary: ImageData, test: ImageData, protocol: EvalProtocol, *, seed: int, device: torch.device) -> float:
-    """Train a fresh ConvNet-3 (width 128, instancenorm, relu, avgpool) on ``summary``; test accuracy in %."""
+def evaluate(
+    summary: ImageData,
+    test: ImageData,
+    protocol: EvalProtocol,
+    *,
+    seed: int,
+    device: torch.device,
+    soft_labels: torch.Tensor | None = None,
+    label_loss: str = "ce",
+) -> float:
+    """Train a fresh ConvNet-3 (width 128, instancenorm, relu, avgpool) on ``summary``; test accuracy in %.
+
+    With ``soft_labels`` (a distiller's learned labels) the loss is the one
+    ``proxynas.training.train_model`` uses: cross-entropy against their softmax
+    (``label_loss="ce"``, logit labels) or MSE onto them (``"mse"``).
+    """
     c, h, w = summary.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ConvNet(c, summary.num_classes, (h, w), width=128, depth=3, act="relu", norm="instancenorm", pool="avgpool")
     net.to(device).train()
     x, y = summary.x.to(device), summary.y.to(device)
+    soft = None if soft_labels is None else soft_labels.to(device, torch.float32)
     opt = torch.optim.SGD(net.parameters(), lr=protocol.lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay)
     augment = DSA(strategy=protocol.dsa, per_sample=True)
     gen = torch.Generator().manual_seed(seed)
@@ -154,7 +176,12 @@ def evaluate(summary: ImageData, test: ImageData, protocol: EvalProtocol, *, see
         for idx in torch.randperm(len(x), generator=gen).split(protocol.batch):
             idx = idx.to(device)
             xb = augment(x[idx], int(torch.randint(0, 2**31 - 1, (), generator=gen)))
-            loss = F.cross_entropy(net(xb), y[idx])
+            if soft_labels is None:
+                loss = F.cross_entropy(net(xb), y[idx])
+            elif label_loss == "mse":
+                loss = F.mse_loss(net(xb), soft[idx])
+            else:
+                loss = F.cross_entropy(net(xb), soft[idx].softmax(dim=1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -225,6 +252,8 @@ def main(argv=None) -> int:
     parser.add_argument("--paper-settings", action="store_true", help="run distillers with their defaults, not CPU_SETTINGS")
     parser.add_argument("--equal-storage", action="store_true",
                         help="give multi-formation methods (idc) ipc*factor^2 decoded images, i.e. the storage of ipc images")
+    parser.add_argument("--hard-labels", action="store_true",
+                        help="train the evaluation net on the images' classes even when a summary carries learned labels")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -252,7 +281,9 @@ def main(argv=None) -> int:
                     torch.cuda.synchronize(device)
                 times.append(time.perf_counter() - start)
             peaks.append(mem.peak_bytes / 2**20)
-            accs.append(evaluate(summary.data, test, protocol, seed=seed, device=device))
+            soft = None if args.hard_labels else summary.soft_labels
+            accs.append(evaluate(summary.data, test, protocol, seed=seed, device=device,
+                                 soft_labels=soft, label_loss=summary.label_loss))
             print(f"  {name:8s} ipc {ipc:3d} seed {seed}: acc {accs[-1]:5.1f}%  distill {times[-1]:7.1f} s  peak {peaks[-1]:7.1f} MiB",
                   flush=True)
         rows.append((name, method, accs, times, peaks, ipc))

@@ -120,3 +120,24 @@ def test_cli_reports_config_errors_in_one_line(capsys):
     assert main(["run", str(QUICKSTART), "--set", "distill.ipc=zero"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: distill.ipc: expected an integer") and "\n" not in err
+
+
+def test_expert_trajectories_are_their_own_cached_stage(tiny):
+    from proxynas.cli import build_runner
+
+    mtt = (
+        "distill.methods.mtt={iterations: 2, syn_steps: 2, expert_epochs: 1, max_start_epoch: 1, "
+        "num_experts: 1, expert_train_epochs: 2, width: 16, depth: 2}"
+    )
+    base = load_config(QUICKSTART, tiny + [mtt])
+    outputs = build_runner(base).run(targets=["distill_mtt"])
+    assert outputs["summary_mtt"].method == "mtt"
+    assert len(outputs["prepared_mtt"]) == 1  # one expert trajectory
+    # a distillation setting re-distills from the cached experts...
+    changed = build_runner(load_config(QUICKSTART, tiny + [mtt, "distill.methods.mtt.syn_steps=3"]))
+    pending = {s.name for s in changed.status(targets=["distill_mtt"]) if not s.cached}
+    assert pending == {"distill_mtt"}
+    # ...an expert setting retrains them
+    retrain = build_runner(load_config(QUICKSTART, tiny + [mtt, "distill.methods.mtt.expert_lr=0.02"]))
+    pending = {s.name for s in retrain.status(targets=["distill_mtt"]) if not s.cached}
+    assert pending == {"prepare_mtt", "distill_mtt"}

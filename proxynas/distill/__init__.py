@@ -24,7 +24,9 @@ from proxynas.distill.herding import Herding
 from proxynas.distill.idc import IDC
 from proxynas.distill.kcenter import KCenter
 from proxynas.distill.kip import KIP
+from proxynas.distill.mtt import MTT
 from proxynas.distill.random import RandomCoreset
+from proxynas.distill.tesla import TESLA
 
 __all__ = [
     "DC",
@@ -42,9 +44,11 @@ __all__ = [
     "KCenter",
     "KIP",
     "LABEL_LOSSES",
+    "MTT",
     "PreparedDistiller",
     "RandomCoreset",
     "Summary",
+    "TESLA",
     "check_finite",
     "check_ipc",
     "gradient_distance",

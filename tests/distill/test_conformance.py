@@ -24,6 +24,10 @@ FAST: dict[str, dict] = {
     "dd": {"iterations": 30, "width": 32, "depth": 2, "inner_steps": 5, "truncate": 5},
     "kip": {"iterations": 30},
     "frepo": {"iterations": 30, "width": 32, "depth": 2, "pool_size": 3, "max_online_steps": 10},
+    "mtt": {"iterations": 30, "syn_steps": 6, "expert_epochs": 1, "max_start_epoch": 2, "num_experts": 2,
+            "expert_train_epochs": 3, "expert_batch": 20, "expert_lr": 0.05, "width": 32, "depth": 2},
+    "tesla": {"iterations": 30, "syn_steps": 6, "expert_epochs": 1, "max_start_epoch": 2, "num_experts": 2,
+              "expert_train_epochs": 3, "expert_batch": 20, "expert_lr": 0.05, "width": 32, "depth": 2},
 }
 NAMES = DISTILLERS.names()
 

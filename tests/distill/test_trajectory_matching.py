@@ -1,0 +1,376 @@
+"""Trajectory matching: MTT (Cazenavette et al. 2022, eq. 1) and TESLA (Cui et al. 2023, Sec. 3).
+
+Checks the expert trajectories (the cached preparation stage), eq. 1, that
+TESLA's constant-memory gradient equals MTT's backpropagated one while its
+autograd memory does not grow with the number of unrolled steps, soft labels,
+the prepare/distill split and error reporting.
+"""
+
+import io
+import weakref
+
+import pytest
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.distill import DISTILLERS, MTT, TESLA
+from proxynas.distill.dsa import DSA
+from proxynas.distill.trajectory import FlatStudent, Unroll, trajectory_distance
+from proxynas.errors import ConfigError, DivergenceError
+
+CPU = torch.device("cpu")
+IPC = 2
+# Tiny experts: 3 checkpoints each, 3 SGD steps per epoch on 60 images.
+EXPERTS = {"num_experts": 2, "expert_train_epochs": 3, "expert_batch": 20, "expert_lr": 0.05, "width": 32, "depth": 2}
+FAST = {**EXPERTS, "iterations": 20, "syn_steps": 6, "expert_epochs": 1, "max_start_epoch": 2}
+METHODS = {"mtt": MTT, "tesla": TESLA}
+
+
+def tiny(per_class=20, seed=0, noise_seed=None) -> ImageData:
+    """3 separable 1x8x8 classes: a fixed random pattern per class (``seed``) plus pixel noise (``noise_seed``)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 1.5 * torch.randn(3, 1, 8, 8, generator=g)
+    if noise_seed is not None:
+        g = torch.Generator().manual_seed(noise_seed)
+    y = torch.arange(3).repeat_interleave(per_class)
+    x = centres[y] + 0.5 * torch.randn(len(y), 1, 8, 8, generator=g)
+    return ImageData(x, y, ("a", "b", "c"), (0.5,), (0.25,))
+
+
+@pytest.fixture(scope="module")
+def data() -> ImageData:
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def experts(data):
+    return MTT(**FAST).prepare(data, seed=0, device=CPU)
+
+
+def accuracy(student: FlatStudent, theta: torch.Tensor, data: ImageData) -> float:
+    with torch.no_grad():
+        return float((student.logits(theta, data.x).argmax(1) == data.y).float().mean())
+
+
+def make_unroll(data, experts, steps=6, batch=4, dsa="color_crop_cutout_flip_scale_rotate", seed=0) -> Unroll:
+    student = MTT(**FAST).student(data, CPU)
+    g = torch.Generator().manual_seed(seed)
+    n = 3 * IPC
+    plan = [(torch.randperm(n, generator=g)[:batch], s) for s in range(steps)]
+    return Unroll(
+        student=student,
+        start=experts[0][1],
+        target=experts[0][2],
+        steps=plan,
+        augment=DSA(strategy=dsa, per_sample=True),
+        hard_labels=torch.arange(3).repeat_interleave(IPC),
+    )
+
+
+def learned_tensors(data, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    syn = data.x[torch.randperm(len(data), generator=g)[: 3 * IPC]].clone().requires_grad_(True)
+    labels = torch.randn(3 * IPC, 3, generator=g).requires_grad_(True)
+    lr = torch.tensor(0.05, requires_grad=True)
+    return syn, lr, labels
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+# -- experts ------------------------------------------------------------------------
+def test_prepare_returns_one_checkpoint_per_epoch(data, experts):
+    student = MTT(**FAST).student(data, CPU)
+    assert len(experts) == EXPERTS["num_experts"]
+    for trajectory in experts:
+        assert trajectory.shape == (EXPERTS["expert_train_epochs"] + 1, student.numel)
+        assert trajectory.dtype == torch.float32 and trajectory.device.type == "cpu"
+        steps = (trajectory[1:] - trajectory[:-1]).norm(dim=1)
+        assert (steps > 1e-3).all(), "every epoch must move the parameters"
+    assert not torch.equal(experts[0][0], experts[1][0]), "experts start from different initialisations"
+
+
+def test_prepare_is_deterministic_under_seed(data, experts):
+    again = MTT(**FAST).prepare(data, seed=0, device=CPU)
+    other = MTT(**FAST).prepare(data, seed=1, device=CPU)
+    assert all(torch.equal(a, b) for a, b in zip(experts, again))
+    assert not torch.equal(experts[0], other[0])
+
+
+def test_expert_learns_separable_data():
+    train, held_out = tiny(per_class=30, noise_seed=1), tiny(per_class=30, noise_seed=2)
+    method = MTT(**{**EXPERTS, "num_experts": 1, "expert_train_epochs": 5})
+    trajectory = method.prepare(train, seed=0, device=CPU)[0]
+    student = method.student(train, CPU)
+    assert accuracy(student, trajectory[0], held_out) < 0.6
+    assert accuracy(student, trajectory[-1], held_out) >= 0.95
+
+
+def test_prepare_reports_progress(data):
+    calls = []
+    MTT(**FAST).prepare(data, seed=0, device=CPU, progress=lambda done, total, **info: calls.append((done, total)))
+    total = EXPERTS["num_experts"] * EXPERTS["expert_train_epochs"]
+    assert calls == [(i, total) for i in range(1, total + 1)]
+
+
+# -- eq. 1 ----------------------------------------------------------------------------
+def test_distance_is_one_at_the_start_and_zero_at_the_target():
+    start, target = torch.randn(10), torch.randn(10)
+    assert float(trajectory_distance(start, start, target)) == pytest.approx(1.0)
+    assert float(trajectory_distance(target, start, target)) == 0.0
+    mid = 0.5 * (start + target)
+    assert float(trajectory_distance(mid, start, target)) == pytest.approx(0.25)
+
+
+def test_real_data_tracks_the_expert_better_than_noise(data):
+    """With the expert's own data, batch size and step size the student lands near theta*_{t+1}."""
+    method = MTT(**{**FAST, "expert_dsa": "none"})
+    experts = method.prepare(data, seed=0, device=CPU)
+    g = torch.Generator().manual_seed(0)
+    steps_per_epoch = len(data) // EXPERTS["expert_batch"]
+    plan = [(torch.randperm(len(data), generator=g)[: EXPERTS["expert_batch"]], 0) for _ in range(steps_per_epoch)]
+
+    def loss(syn):
+        unroll = Unroll(method.student(data, CPU), experts[0][1], experts[0][2], plan, DSA(strategy="none"), data.y)
+        lr = torch.tensor(EXPERTS["expert_lr"], requires_grad=True)
+        return method.matching_gradients(unroll, syn.clone().requires_grad_(True), lr, None).loss
+
+    real = loss(data.x)
+    noise = loss(torch.randn(data.x.shape, generator=g))
+    assert real < 0.3 < noise
+
+
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_distillation_lowers_eq1_and_learns_a_positive_step_size(name, data, experts):
+    lrs = []
+    summary = METHODS[name](**{**FAST, "iterations": 30, "lr_lr": 1e-4}).distill_prepared(
+        data, IPC, experts, seed=0, device=CPU, progress=lambda done, total, **info: lrs.append(info["syn_lr"])
+    )
+    h = summary.history
+    assert sum(h[-5:]) / 5 < 0.9 * sum(h[:5]) / 5
+    assert all(lr > 0 for lr in lrs)
+    assert lrs[-1] != pytest.approx(0.01, rel=1e-2), "alpha (lr_teacher 0.01 at the start) should be learned"
+
+
+def test_step_size_stays_positive_under_a_huge_lr_lr(data, experts):
+    """lr_lr 0.1 overshoots alpha, then pushes it below zero; it is floored at 1e-3 x lr_teacher instead."""
+    lrs = []
+    MTT(**{**FAST, "iterations": 6, "log_every": 1, "lr_lr": 0.1}).distill_prepared(
+        data, IPC, experts, seed=0, device=CPU, progress=lambda done, total, **info: lrs.append(info["syn_lr"])
+    )
+    assert min(lrs) == pytest.approx(1e-5)
+
+
+def test_student_divergence_names_both_learning_rates(data, experts):
+    with pytest.raises(DivergenceError, match=r"lower distill\.methods\.mtt\.lr_img or distill\.methods\.mtt\.lr_lr"):
+        MTT(**{**FAST, "lr_teacher": 1e6}).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+
+
+# -- TESLA's constant-memory gradient ----------------------------------------------------
+@pytest.mark.parametrize("labels", ["hard", "learned"])
+def test_tesla_gradient_equals_mtt_backpropagation(data, experts, labels):
+    unroll = make_unroll(data, experts)
+    syn, lr, soft = learned_tensors(data)
+    soft = None if labels == "hard" else soft
+    mtt = MTT(**FAST).matching_gradients(unroll, syn, lr, soft)
+    tesla = TESLA(**FAST).matching_gradients(unroll, syn, lr, soft)
+    assert tesla.loss == pytest.approx(mtt.loss, rel=1e-6)
+    assert relative(tesla.syn, mtt.syn) < 1e-5
+    assert relative(tesla.lr, mtt.lr) < 1e-5
+    if soft is None:
+        assert mtt.labels is None and tesla.labels is None
+    else:
+        assert relative(tesla.labels, mtt.labels) < 1e-5
+    assert syn.grad is None and lr.grad is None  # gradients are returned, never accumulated
+
+
+def test_first_order_tesla_drops_the_hessian_terms(data, experts):
+    """TESLA's released-code gradient (``exact=False``) equals MTT's for one step (no Hessian term), not beyond."""
+    syn, lr, _ = learned_tensors(data)
+    one, many = make_unroll(data, experts, steps=1), make_unroll(data, experts, steps=6)
+    approx = TESLA(**FAST, exact=False)
+    assert relative(approx.matching_gradients(one, syn, lr, None).syn,
+                    MTT(**FAST).matching_gradients(one, syn, lr, None).syn) < 1e-5
+    assert relative(approx.matching_gradients(many, syn, lr, None).syn,
+                    MTT(**FAST).matching_gradients(many, syn, lr, None).syn) > 1e-3
+
+
+class SavedTensorBytes:
+    """Peak bytes of tensors held alive by autograd graphs (saved for backward) inside the block.
+
+    Every saved tensor is wrapped in a box whose finaliser runs when the graph
+    that saved it is freed, so the running total is what the graphs hold at
+    that moment: deterministic, unlike timing or the process's RSS.
+    """
+
+    class _Box:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def _pack(self, tensor):
+        box = self._Box(tensor)
+        size = tensor.numel() * tensor.element_size()
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(box, self._release, size)
+        return box
+
+    def _release(self, size):
+        self.live -= size
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda box: box.tensor)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+
+def test_tesla_graph_memory_does_not_grow_with_unrolled_steps(data, experts):
+    syn, lr, labels = learned_tensors(data)
+    peaks = {}
+    for name, cls in METHODS.items():
+        for steps in (2, 8):
+            unroll = make_unroll(data, experts, steps=steps)
+            with SavedTensorBytes() as saved:
+                cls(**FAST).matching_gradients(unroll, syn, lr, labels)
+            peaks[name, steps] = saved.peak
+    assert peaks["mtt", 8] > 3 * peaks["mtt", 2]
+    assert peaks["tesla", 8] <= 1.05 * peaks["tesla", 2]
+    assert peaks["tesla", 8] < peaks["mtt", 8] / 3
+
+
+# -- soft labels ---------------------------------------------------------------------------
+def test_tesla_returns_expert_logit_labels(data, experts):
+    summary = TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    labels = summary.soft_labels
+    assert labels is not None and summary.label_loss == "ce"
+    assert labels.shape == (3 * IPC, 3) and labels.dtype == torch.float32 and labels.device.type == "cpu"
+    assert torch.equal(labels.argmax(1), summary.data.y)
+
+
+def test_soft_labels_train_a_network_with_train_model(data, experts):
+    from proxynas.models import ConvNet
+    from proxynas.training import TrainSettings, train_model
+
+    summary = TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    net = ConvNet(1, 3, 8, width=16, depth=2)
+    train_model(net, summary.data, TrainSettings(epochs=2, amp=False), device=CPU, seed=0,
+                soft_labels=summary.soft_labels, label_loss=summary.label_loss)
+
+
+def test_mtt_uses_hard_labels_unless_asked(data, experts):
+    assert MTT(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU).soft_labels is None
+    soft = MTT(**FAST, soft_labels=True).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    assert soft.soft_labels.shape == (3 * IPC, 3)
+    assert TESLA(**FAST, soft_labels=False).distill_prepared(data, IPC, experts, seed=0, device=CPU).soft_labels is None
+
+
+def test_learned_labels_move_and_fixed_ones_do_not(data, experts):
+    fixed = TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    learned = TESLA(**FAST, learn_labels=True, lr_label=100.0).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    assert not torch.allclose(fixed.soft_labels, learned.soft_labels)
+    assert torch.isfinite(learned.soft_labels).all()
+
+
+# -- the prepare / distill split -------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_distill_is_prepare_then_distill_prepared(name, data):
+    method = METHODS[name](**FAST)
+    whole = method.distill(data, IPC, seed=3, device=CPU)
+    parts = method.distill_prepared(data, IPC, method.prepare(data, seed=3, device=CPU), seed=3, device=CPU)
+    assert torch.equal(whole.data.x, parts.data.x)
+    assert whole.history == parts.history
+
+
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_prepare_params_are_the_expert_settings_only(name):
+    cls = METHODS[name]
+    base = cls(**FAST)
+    assert set(base.prepare_params()) == set(cls.prepare_fields)
+    assert cls(**{**FAST, "syn_steps": 3, "lr_img": 5.0, "iterations": 2}).prepare_params() == base.prepare_params()
+    assert cls(**{**FAST, "expert_lr": 0.1}).prepare_params() != base.prepare_params()
+    # The pipeline rebuilds the method from the preparation settings alone.
+    assert DISTILLERS.get(name)(**base.prepare_params()).prepare_params() == base.prepare_params()
+
+
+def test_prepared_experts_survive_the_stage_cache(experts):
+    """The pipeline caches prepare()'s output with torch.save; it must load back without pickled code."""
+    buffer = io.BytesIO()
+    torch.save({"prepared_mtt": experts}, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)["prepared_mtt"]
+    assert all(torch.equal(a, b) for a, b in zip(loaded, experts))
+
+
+def test_mtt_and_tesla_share_experts():
+    assert MTT(**FAST).prepare_params() == TESLA(**FAST).prepare_params()
+
+
+# -- errors -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("syn_steps", 0),
+        ("expert_epochs", -1),
+        ("max_start_epoch", 1.5),
+        ("iterations", True),
+        ("num_experts", 0),
+        ("expert_train_epochs", 0),
+        ("expert_batch", 0),
+        ("batch_syn", 0),
+        ("lr_img", 0.0),
+        ("lr_lr", -1.0),
+        ("lr_teacher", 0.0),
+        ("expert_lr", -0.1),
+        ("momentum_img", 1.0),
+        ("expert_momentum", -0.5),
+        ("expert_weight_decay", -1.0),
+        ("init", "zeros"),
+        ("norm", "batchnorm"),
+        ("dsa", "blur"),
+        ("expert_dsa", "blur"),
+        ("soft_labels", "yes"),
+    ],
+)
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_bad_settings_name_the_field(name, field, value):
+    with pytest.raises(ValueError, match=field if field not in ("dsa", "expert_dsa") else "DSA transform"):
+        METHODS[name](**{field: value})
+
+
+def test_learning_labels_needs_soft_labels():
+    with pytest.raises(ValueError, match="learn_labels needs soft_labels"):
+        MTT(learn_labels=True)
+    with pytest.raises(ValueError, match="exact"):
+        TESLA(exact=1)
+
+
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_nan_lr_img_raises_divergence_naming_the_setting(name, data, experts):
+    with pytest.raises(
+        DivergenceError, match=rf"{name}: objective became nan at iteration 2; lower distill\.methods\.{name}\.lr_img"
+    ):
+        METHODS[name](**{**FAST, "lr_img": float("nan")}).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+
+
+def test_diverging_expert_names_expert_lr(data):
+    with pytest.raises(DivergenceError, match=r"lower distill\.methods\.mtt\.expert_lr"):
+        MTT(**{**FAST, "expert_lr": float("inf")}).prepare(data, seed=0, device=CPU)
+
+
+def test_start_epochs_beyond_the_experts_raise_config_error(data, experts):
+    with pytest.raises(ConfigError, match=r"max_start_epoch - 1 \+ expert_epochs = 4 .* they have 3"):
+        MTT(**{**FAST, "max_start_epoch": 3, "expert_epochs": 2}).distill_prepared(
+            data, IPC, experts, seed=0, device=CPU
+        )
+
+
+def test_experts_of_another_architecture_are_rejected(data, experts):
+    with pytest.raises(ConfigError, match="width/depth/norm must match"):
+        MTT(**{**FAST, "width": 16}).distill_prepared(data, IPC, experts, seed=0, device=CPU)
