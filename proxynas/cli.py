@@ -42,6 +42,19 @@ def _parser() -> argparse.ArgumentParser:
     export = nb201.add_parser("export", help="write the compact results CSV from an official benchmark file")
     export.add_argument("official", help="NAS-Bench-201-v1_*.pth, or a NATS-tss-v1_0-3ffb9-simple folder")
     export.add_argument("out", help="output CSV (gzipped if it ends in .gz)")
+    for name, help_text in (
+        ("tune", "tune a row's settings for rank preservation (Kendall tau), then score them on held-out archs"),
+        ("worker", "join a tuning study and run its trials (start any number, on any machines)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        _add_pipeline_args(p)
+        p.add_argument("--storage", help="Optuna storage URL shared by workers (default: run.ledger), "
+                       "e.g. postgresql://user@host/db")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: run.tracking_uri)")
+        p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    from proxynas.search.cli import add_search_parser
+
+    add_search_parser(sub)
     return parser
 
 
@@ -147,7 +160,55 @@ def cmd_nb201(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list, "nb201": cmd_nb201}
+def cmd_tune(args, *, finish: bool = True) -> int:
+    from proxynas.tune import Tuner, format_result
+
+    overrides = list(args.overrides) + ([f"run.cache_dir={args.cache_dir}"] if args.cache_dir else [])
+    tuner = Tuner(args.pipeline, overrides)
+    config = tuner.config
+    storage = args.storage or config.run.ledger
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    study = tuner.open(storage)
+    callbacks = []
+    if not args.no_mlflow:
+        from proxynas.config.typed import to_dict
+        from proxynas.tracking import MLflowTrialCallback
+
+        callbacks.append(
+            MLflowTrialCallback(
+                args.tracking_uri or config.run.tracking_uri,
+                config.run.experiment,
+                f"{'tune' if finish else 'worker'} {tuner.study_name}",
+                params=to_dict(config),
+            )
+        )
+    start = time.perf_counter()
+    done = tuner.work(study, callbacks)
+    print(f"this worker finished {done} trials of {tuner.study_name} in {time.perf_counter() - start:.1f} s")
+    if finish:
+        result = tuner.finish(study)
+        print(format_result(result))
+        if callbacks:
+            callbacks[0].finish({"calibration_tau": result.calibration_tau, "holdout_tau": result.holdout_tau,
+                                 "holdout_spearman": result.holdout_spearman,
+                                 "default_holdout_tau": result.default_holdout_tau})
+    elif callbacks:
+        callbacks[0].finish({"trials_finished": done})
+    return 0
+
+
+def cmd_worker(args) -> int:
+    return cmd_tune(args, finish=False)
+
+
+def cmd_search(args) -> int:
+    from proxynas.search.cli import cmd_search as run_search
+
+    return run_search(args)
+
+
+COMMANDS = {"tune": cmd_tune, "worker": cmd_worker, "search": cmd_search, "run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list, "nb201": cmd_nb201}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -156,3 +156,61 @@ class MLflowHook(Hook):
             for item in value.values():
                 if isinstance(item, (Metrics, Table, Figure, Tensors)):
                     self._log_output(run_id, item)
+
+
+class MLflowTrialCallback:
+    """An Optuna callback logging each finished trial as a nested MLflow run.
+
+    Our own, because optuna-integration's ``MLflowCallback`` is deprecated and
+    logs flat runs: here every trial is a child of one parent run (a tuning or
+    search session), with its parameters, value, state and intermediate values
+    (as a metric history), so ``mlflow ui`` shows the study as one tree.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, parent_name: str, params: Mapping[str, Any] = {}) -> None:
+        from mlflow.tracking import MlflowClient
+
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            exp.experiment_id
+            if exp is not None
+            else self.client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
+        )
+        parent = self.client.create_run(self.experiment_id, run_name=parent_name)
+        self.parent_id = parent.info.run_id
+        if params:
+            self._log_batch(self.parent_id, params=_params(params))
+
+    def _log_batch(self, run_id: str, *, params=None, metrics=None) -> None:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            params=[Param(k, v) for k, v in (params or {}).items()],
+            metrics=[Metric(k, v, now, step) for k, v, step in (metrics or [])],
+        )
+
+    def __call__(self, study, trial) -> None:
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial {trial.number}",
+            tags={"mlflow.parentRunId": self.parent_id, "optuna.study": study.study_name,
+                  "optuna.state": trial.state.name},
+        )
+        metrics = [("intermediate_value", float(v), int(step)) for step, v in trial.intermediate_values.items()
+                   if math.isfinite(v)]
+        for i, value in enumerate(trial.values or []):
+            if math.isfinite(value):
+                metrics.append(("value" if i == 0 else f"value_{i}", float(value), 0))
+        if trial.duration is not None:
+            metrics.append(("seconds", trial.duration.total_seconds(), 0))
+        self._log_batch(run.info.run_id, params={k: str(v) for k, v in trial.params.items()}, metrics=metrics)
+        self.client.set_terminated(run.info.run_id, status="FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
+
+    def finish(self, metrics: Mapping[str, float]) -> None:
+        self._log_batch(self.parent_id, metrics=[(k, float(v), 0) for k, v in metrics.items()])
+        self.client.set_terminated(self.parent_id)

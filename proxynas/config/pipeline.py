@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -116,6 +116,58 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class TuneParam:
+    """One tuned setting: a range (``low``/``high``, ``log``, ``integer``) or ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either a non-empty choices list or low/high, not both")
+            return
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"needs low < high (got low={self.low}, high={self.high}) or a choices list")
+        if self.log and self.low <= 0:
+            raise ValueError("log ranges need low > 0")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``proxynas tune``: which row's settings to tune for rank preservation, and on what archs.
+
+    ``params`` maps a config key (as for ``--set``) to its range. Kendall tau is
+    measured on ``calibration`` archs and the best settings are scored once on
+    ``holdout`` other archs that tuning never saw; both sets are drawn from the
+    space with ``seed``. Trials report tau every ``report_every`` archs so the
+    median pruner can stop unpromising settings early.
+    """
+
+    row: str = "dm"
+    trials: int = 20
+    calibration: int = 10
+    holdout: int = 10
+    seed: int = 0
+    sampler: Literal["tpe", "random"] = "tpe"
+    report_every: int = 5
+    params: dict[str, TuneParam] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("trials", "calibration", "holdout", "report_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1")
+        if self.calibration < 3 or self.holdout < 3:
+            raise ValueError("calibration and holdout need at least 3 archs each for a rank correlation")
+        for key in self.params:
+            if key.split(".")[0] in ("tune", "run", "sample", "report"):
+                raise ValueError(f"params: {key!r} cannot be tuned (it does not change the proxy)")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A whole pipeline: dataset -> summaries -> proxies vs reference -> report."""
 
@@ -131,6 +183,7 @@ class PipelineConfig:
     #: the ground truth the proxies are ranked against
     reference: Proxy = field(default_factory=lambda: TrainProxy(epochs=30, batch_size=128, lr=0.1))
     report: ReportConfig = field(default_factory=ReportConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:

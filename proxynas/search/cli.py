@@ -1,0 +1,224 @@
+"""``proxynas search``: NAS search driven by one proxy row of a pipeline.
+
+    proxynas search pipelines/quickstart.yaml --row dm --sampler tpe --trials 50 --seed 0
+
+Only argparse is imported at module level: ``proxynas/cli.py`` builds this
+sub-parser for every command (``proxynas list`` too), and the search itself
+pulls in torch, Optuna and MLflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from typing import Any
+
+SAMPLER_NAMES = ("random", "tpe", "nsga2", "evolution")
+
+
+def add_search_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``search`` sub-command to ``proxynas``'s sub-parsers."""
+    p = subparsers.add_parser(
+        "search",
+        help="search the space for the best architecture by one proxy row (an Optuna study)",
+        description="Search the pipeline's space with a sampler, scoring archs with one row of the"
+        " pipeline (a distiller's summary, a baseline, or 'reference' for an oracle search).",
+    )
+    p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/quickstart.yaml")
+    p.add_argument("--row", default="dm", help="distill method, baseline or 'reference' to search with (default dm)")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLER_NAMES, help="search strategy (default tpe)")
+    p.add_argument("--trials", type=int, default=50, help="trials to run (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    p.add_argument(
+        "--sampler-set",
+        dest="sampler_settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sampler setting, e.g. --sampler-set population_size=10 (repeatable)",
+    )
+    p.add_argument(
+        "--cost",
+        choices=("params", "seconds"),
+        default="params",
+        help="second objective of nsga2, minimised (default params)",
+    )
+    p.add_argument("--storage", help="Optuna storage URL of the study (default: run.ledger)")
+    p.add_argument("--study", help="study name (default <run>/search/<row>/<sampler>/seed<seed>)")
+    p.add_argument("--fresh", action="store_true", help="delete the study first instead of resuming it")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a pipeline setting, e.g. --set distill.ipc=10 (repeatable)",
+    )
+    p.add_argument("--cache-dir", help="stage cache folder (default: run.cache_dir)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: run.tracking_uri)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    return p
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    from proxynas.config.typed import apply_overrides
+
+    return apply_overrides({}, items)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+
+
+def _progress_printer(total: int, already: int):
+    def show(record, result) -> None:
+        done = record.number - already + 1
+        if record.state == "PRUNED":
+            what = "invalid arch (pruned)"
+        elif record.state != "COMPLETE":
+            what = record.state.lower()
+        elif record.duplicate_of is not None:
+            what = f"value {_fmt(record.value)} (duplicate of trial {record.duplicate_of})"
+        else:
+            what = f"value {_fmt(record.value)} in {record.seconds:.1f}s"
+        print(f"[{done}/{total}] trial {record.number}: {what}; best {_fmt(result.best_value)}  {record.arch}",
+              file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_search(args) -> int:
+    from pathlib import Path
+
+    from proxynas.cli import _load, build_runner
+    from proxynas.engine import ConsoleHook
+    from proxynas.reference import NB201TableProxy, load_table
+    from proxynas.search.objective import REFERENCE_ROW, ProxyObjective
+    from proxynas.search.regret import Reference
+    from proxynas.search.samplers import make_sampler
+    from proxynas.search.search import create_study, run_search
+
+    config = _load(args)
+    factory = make_sampler(args.sampler, args.seed, _settings(args.sampler_settings))
+    if args.trials < 1:
+        from proxynas.errors import ConfigError
+
+        raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+    storage = args.storage or config.run.ledger
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    study_name = args.study or f"{config.run.name}/search/{args.row}/{args.sampler}/seed{args.seed}"
+
+    runner = build_runner(config, hooks=[ConsoleHook()])
+    objective = ProxyObjective.from_pipeline(config, args.row, runner=runner)
+    # A table reference covers the whole space, so it defines regret; a trained
+    # reference only scores the found arch (below).
+    table_ref = isinstance(config.reference, NB201TableProxy)
+    reference = (
+        Reference.from_table(load_table(config.reference.path), config.reference.column) if table_ref else None
+    )
+    study = create_study(study_name, storage, factory.directions, fresh=args.fresh)
+    already = len(study.trials)
+    start = time.perf_counter()
+    result = run_search(
+        config.space,
+        objective,
+        factory.create(),
+        args.trials,
+        study,
+        reference,
+        cost=args.cost,
+        progress=_progress_printer(args.trials, already),
+    )
+    wall = time.perf_counter() - start
+    if result.best_arch is None:
+        from proxynas.errors import ProxynasError
+
+        raise ProxynasError(f"no trial of study {study_name} completed; see the messages above")
+    ref_value, ref_name = result.reference_value, config.reference.column if table_ref else REFERENCE_ROW
+    if not table_ref:
+        ref_value = ProxyObjective.from_pipeline(config, REFERENCE_ROW, runner=runner).evaluate(result.best_arch).value
+
+    duplicates = sum(1 for t in result.trials if t.duplicate_of is not None)
+    invalid = sum(1 for t in result.trials if t.state == "PRUNED")
+    print(f"found arch      {result.best_arch}")
+    print(f"proxy value     {args.row} = {_fmt(result.best_value)}")
+    if table_ref:
+        print(f"reference value {ref_name} = {_fmt(ref_value)} (best in space {_fmt(result.reference_best)})")
+        print(f"regret          {_fmt(result.regret)}")
+    else:
+        print(f"reference value {ref_name} = {_fmt(ref_value)}")
+        print("regret          n/a (the reference is not a table of the whole space)")
+    print(
+        f"search cost     {result.search_seconds:.1f} s scoring {result.n_evaluated} archs over"
+        f" {result.n_trials} trials ({duplicates} duplicates, {invalid} invalid)"
+        f" + {result.setup_seconds:.1f} s distillation; wall {wall:.1f} s"
+    )
+    print(f"study           {study_name} in {storage}")
+    if not args.no_mlflow:
+        run_id = _log_mlflow(args, config, factory, study_name, storage, result, ref_value)
+        print(f"mlflow run      {run_id}")
+    return 0
+
+
+def _log_mlflow(args, config, factory, study_name, storage, result, ref_value) -> str:
+    from dataclasses import asdict
+
+    from mlflow.entities import Metric
+
+    from proxynas.artifacts import Figure, Table
+    from proxynas.config import to_dict
+    from proxynas.search.plots import best_so_far_png
+    from proxynas.search.search import trials_table
+    from proxynas.tracking import MLflowHook
+
+    # The pipeline hook owns experiment creation and artifact placement; reuse its client and helpers.
+    hook = MLflowHook(args.tracking_uri or config.run.tracking_uri, config.run.experiment)
+    client = hook.client
+    run = client.create_run(
+        hook.experiment_id,
+        run_name=f"search {args.row} {args.sampler} seed{args.seed}",
+        tags={"proxynas.pipeline": str(args.pipeline), "proxynas.kind": "search", "proxynas.study": study_name},
+    )
+    run_id = run.info.run_id
+    search = {
+        "row": args.row,
+        "sampler": args.sampler,
+        "sampler_settings": asdict(factory),
+        "trials": args.trials,
+        "seed": args.seed,
+        "cost": args.cost,
+        "study": study_name,
+        "storage": storage,
+    }
+    hook._log_params(run_id, {**to_dict(config), "search": search})
+    hook._log_metrics(
+        run_id,
+        {
+            "best_value": result.best_value,
+            "reference_value": ref_value if ref_value is not None else math.nan,
+            "regret": result.regret if result.regret is not None else math.nan,
+            "search_seconds": result.search_seconds,
+            "setup_seconds": result.setup_seconds,
+            "n_trials": result.n_trials,
+            "n_evaluated": result.n_evaluated,
+        },
+    )
+    now = int(time.time() * 1000)
+    history = [Metric("best_so_far", v, now, i + 1) for i, v in enumerate(result.best_so_far) if math.isfinite(v)]
+    for i, v in enumerate(result.regret_so_far or ()):
+        if math.isfinite(v):
+            history.append(Metric("regret_so_far", v, now, i + 1))
+    for i in range(0, len(history), 1000):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(run_id, metrics=history[i : i + 1000])
+    png = best_so_far_png(
+        {f"{args.row} / {args.sampler}": result.best_so_far},
+        ylabel=f"best {args.row} value",
+        regret={f"{args.row} / {args.sampler}": result.regret_so_far} if result.regret_so_far else None,
+    )
+    hook._log_output(run_id, Figure("best_so_far", png))
+    hook._log_output(run_id, Table("search_trials", trials_table(result)))
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
