@@ -119,7 +119,10 @@ def cmd_search(args) -> int:
     reference = (
         Reference.from_table(load_table(config.reference.path), config.reference.column) if table_ref else None
     )
-    study = create_study(study_name, storage, factory.directions, fresh=args.fresh)
+    from proxynas.distributed import open_storage
+
+    # heartbeats: several search processes may share this study; a killed one's trial is retried
+    study = create_study(study_name, open_storage(storage), factory.directions, fresh=args.fresh)
     already = len(study.trials)
     start = time.perf_counter()
     result = run_search(
