@@ -155,6 +155,29 @@ def check_finite(value: float, *, method: str, iteration: int, setting: str) -> 
     return value
 
 
+def descend(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    history: list[float],
+    *,
+    method: str,
+    iteration: int,
+    iterations: int,
+    setting: str,
+    progress: Progress,
+    log_every: int,
+) -> float:
+    """One outer step of an iterative distiller: check the objective, step, record, report."""
+    value = check_finite(loss.item(), method=method, iteration=iteration, setting=setting)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    history.append(value)
+    if iteration % log_every == 0 or iteration == iterations:
+        progress(iteration, iterations, loss=value)
+    return value
+
+
 def class_indices(train: ImageData) -> list[torch.Tensor]:
     """Indices (CPU, int64) of each class's images, class 0 first."""
     y = train.y.cpu()

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc, seeded_convnet
+from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc, descend, seeded_convnet
 from proxynas.distill.krr import (
     INITS,
     check_positive_float,
@@ -163,13 +163,8 @@ class DD(Distiller):
             pick = sample_batch(len(train), self.batch_real, generator).to(device)
             loss = self.unrolled_loss(net, syn, syn_y, F.softplus(raw_lr), real_x[pick], real_y[pick])
             setting = SETTING_INNER if it == 1 else SETTING
-            value = check_finite(loss.item(), method=self.name, iteration=it, setting=setting)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append(value)
-            if it % self.log_every == 0 or it == self.iterations:
-                progress(it, self.iterations, loss=value)
+            descend(optimizer, loss, history, method=self.name, iteration=it, iterations=self.iterations,
+                    setting=setting, progress=progress, log_every=self.log_every)
 
         if not (torch.isfinite(syn).all() and torch.isfinite(raw_lr).all()):
             check_finite(float("nan"), method=self.name, iteration=self.iterations, setting=SETTING)

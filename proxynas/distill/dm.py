@@ -22,6 +22,7 @@ from proxynas.distill.base import (
     check_finite,
     check_ipc,
     class_indices,
+    descend,
     make_summary,
     seeded_convnet,
 )
@@ -144,14 +145,8 @@ class DM(Distiller):
                 real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
                 fake.append(augment(syn[k * ipc : (k + 1) * ipc], aug_seed))
             loss = self.objective(net.embed, real, fake)
-            value = check_finite(loss.item(), method=self.name, iteration=it, setting=SETTING)
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append(value)
-            if it % self.log_every == 0 or it == self.iterations:
-                progress(it, self.iterations, loss=value)
+            descend(optimizer, loss, history, method=self.name, iteration=it, iterations=self.iterations,
+                    setting=SETTING, progress=progress, log_every=self.log_every)
 
         # The last step can itself overflow even though its loss was finite.
         if not torch.isfinite(syn).all():

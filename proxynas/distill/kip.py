@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc
+from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc, descend
 from proxynas.distill.krr import (
     INITS,
     check_positive_float,
@@ -183,13 +183,8 @@ class KIP(Distiller):
         for it in range(1, self.iterations + 1):
             pick = sample_batch(len(train), self.batch_target, generator).to(device)
             loss = self.objective(syn, labels, real_x[pick], real_y[pick])
-            value = check_finite(loss.item(), method=self.name, iteration=it, setting=SETTING)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append(value)
-            if it % self.log_every == 0 or it == self.iterations:
-                progress(it, self.iterations, loss=value)
+            descend(optimizer, loss, history, method=self.name, iteration=it, iterations=self.iterations,
+                    setting=SETTING, progress=progress, log_every=self.log_every)
 
         if not (torch.isfinite(syn).all() and torch.isfinite(labels).all()):
             check_finite(float("nan"), method=self.name, iteration=self.iterations, setting=SETTING)
