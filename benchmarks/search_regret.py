@@ -81,7 +81,8 @@ def main(argv=None) -> int:
                         help="pipeline override, e.g. --set proxy.epochs=50 (repeatable)")
     parser.add_argument("--rows", default="params,oracle", help="comma list: distill methods, params, oracle")
     parser.add_argument("--samplers", default="random,tpe,evolution")
-    parser.add_argument("--seeds", type=int, default=5, help="sampler seeds 0..N-1 (default 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="number of sampler seeds (default 5)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed.. (default 0)")
     parser.add_argument("--trials", default="50,100", help="checkpoints; the largest is the budget (default 50,100)")
     parser.add_argument("--table", help="NB201 results table (default: the pipeline's reference table)")
     parser.add_argument("--column", default="cifar10_test_200ep", help="ground-truth column (default cifar10_test_200ep)")
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
     for row in rows:
         objective = make_objective(row, config, table, args.column, Path(args.score_cache))
         for sampler in samplers:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 factory = make_sampler(sampler, seed)
                 t0 = time.perf_counter()
                 result = run_search(config.space, objective, factory.create(), budget,

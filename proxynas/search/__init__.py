@@ -31,7 +31,6 @@ _EXPORTS = {
     "evolve": "evolution",
     "arch_distributions": "encoding",
     "suggest_code": "encoding",
-    "code_of_params": "encoding",
     "ArchObjective": "objective",
     "Evaluation": "objective",
     "ProxyObjective": "objective",

@@ -11,8 +11,6 @@ read the same way.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
@@ -39,15 +37,3 @@ def suggest_code(trial: optuna.trial.BaseTrial, space: SearchSpace) -> tuple[int
         int(trial.suggest_categorical(name, dist.choices))
         for name, dist in arch_distributions(space).items()
     )
-
-
-def code_of_params(space: SearchSpace, params: Mapping[str, Any]) -> tuple[int, ...]:
-    """The code stored in a trial's parameters (ConfigError if the trial is not of ``space``)."""
-    names = list(arch_distributions(space))
-    missing = [n for n in names if n not in params]
-    if missing:
-        raise ConfigError(
-            f"trial parameters {sorted(params)} lack {missing[0]!r}; the study was not made by a"
-            f" search of space {space.name} (use a new study name)"
-        )
-    return tuple(int(params[n]) for n in names)

@@ -28,7 +28,7 @@ class Reference:
     are ignored.
     """
 
-    values: Mapping[str, float]
+    values: Mapping[str, float] = field(repr=False)
     name: str = "reference"
     best: float = field(init=False)
     best_arch: str = field(init=False)

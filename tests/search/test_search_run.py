@@ -99,3 +99,12 @@ def test_best_so_far_plot_is_a_png(space):
                           regret={"tpe": [3.0, 1.0, 1.0], "random": [4.0, 4.0, 0.0]})
     assert regret_png({"tpe": [3.0, 0.0]}).startswith(b"\x89PNG")
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_invalid_archs_are_pruned_in_two_objective_studies_too(space):
+    factory = make_sampler("nsga2", 0, {"population_size": 4})
+    study = create_study(None, None, factory.directions)
+    study.enqueue_trial(DISCONNECTED)
+    result = run_search(space, CountingObjective(space), factory.create(), 6, study)
+    assert [t.state for t in result.trials] == ["PRUNED"] + ["COMPLETE"] * 5
+    assert result.best_arch is not None and result.trials[0].value is None
