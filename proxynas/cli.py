@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_pipeline_args(run)
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: run.tracking_uri)")
     run.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="run up to N proxy rows side by side, each in its own process sharing the cache "
+                     "(for a GPU, whose small-network training is launch-bound; default 1)")
+    run.add_argument("--only", action="append", default=[], metavar="STAGE",
+                     help="run only this stage and what it needs (repeatable); no report unless it is one")
     stages = sub.add_parser("stages", help="print the stage graph and which stages are cached")
     _add_pipeline_args(stages)
     config = sub.add_parser("config", help="print the fully resolved config")
@@ -110,7 +115,17 @@ def cmd_run(args) -> int:
         )
     runner = build_runner(config, hooks)
     start = time.perf_counter()
+    if args.only:
+        for name in args.only:
+            runner.graph.stage(name)  # an unknown name fails here, with suggestions
+        if "report" not in args.only:
+            build_runner(config, hooks[:1]).run(targets=args.only)
+            print(f"wall time {time.perf_counter() - start:.1f} s (device {runner.resources['device']})")
+            return 0
+    if args.jobs > 1:
+        _run_rows_in_processes(args, config)
     outputs = runner.run(
+        targets=args.only or None,
         run_info={
             "name": config.run.name,
             "pipeline": str(args.pipeline),
@@ -121,6 +136,43 @@ def cmd_run(args) -> int:
     print(format_report(outputs["report"]))
     print(f"wall time {time.perf_counter() - start:.1f} s (device {runner.resources['device']})")
     return 0
+
+
+def _run_rows_in_processes(args, config) -> None:
+    """Compute the pending rows of ``config`` in ``args.jobs`` processes (``proxynas run --only ROW``).
+
+    Stages several rows need run here first; afterwards every row is cached
+    and the caller's normal, tracked run only loads them.
+    """
+    from proxynas.engine import ConsoleHook, parallel
+    from proxynas.errors import PipelineError
+    from proxynas.evaluation import default_workers
+
+    runner = build_runner(config, [ConsoleHook()])
+    pending = [s.name for s in runner.status() if not s.cached]
+    plan = parallel.plan_fan_out(runner.graph, pending, sink="report")
+    if len(plan.branches) < 2:
+        return
+    if plan.shared:
+        runner.run(targets=plan.shared)
+    device = runner.resources["device"]
+    # a CPU's cores are shared out between the rows; a GPU row uses one process anyway
+    workers = max(1, (config.run.workers or default_workers(device)) // args.jobs)
+    base = [sys.executable, "-m", "proxynas", "run", str(args.pipeline), "--no-mlflow"]
+    for override in [*args.overrides, f"run.cache_dir={config.run.cache_dir}", f"run.workers={workers}"]:
+        base += ["--set", override]
+    log_dir = Path(config.run.cache_dir).parent / "logs" / config.run.name
+    print(f"[jobs] {len(plan.branches)} rows, {args.jobs} at a time; logs in {log_dir}", file=sys.stderr)
+    results = parallel.run_branches(plan.branches, lambda name: [*base, "--only", name],
+                                    jobs=args.jobs, log_dir=log_dir)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        first = failed[0]
+        raise PipelineError(
+            f"{len(failed)} of {len(results)} rows failed, first {first.name} (exit {first.returncode}):"
+            f" {first.last_line()} -- full log {first.log}; the finished rows are cached, so running the"
+            " same command again redoes only the failed ones"
+        )
 
 
 def cmd_stages(args) -> int:

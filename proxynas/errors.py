@@ -38,3 +38,7 @@ class ArchError(ProxynasError, ValueError):
 
 class DivergenceError(ProxynasError):
     """An optimisation produced a NaN/inf loss or diverged."""
+
+
+class PipelineError(ProxynasError):
+    """A pipeline run failed as a whole (e.g. a row run in its own process exited with an error)."""

@@ -141,3 +141,39 @@ def test_expert_trajectories_are_their_own_cached_stage(tiny):
     retrain = build_runner(load_config(QUICKSTART, tiny + [mtt, "distill.methods.mtt.expert_lr=0.02"]))
     pending = {s.name for s in retrain.status(targets=["distill_mtt"]) if not s.cached}
     assert pending == {"prepare_mtt", "distill_mtt"}
+
+
+def test_jobs_runs_rows_in_processes_and_a_failed_row_keeps_the_others(tiny, tmp_path, capsys):
+    from proxynas.cli import build_runner
+
+    bad = "baselines.broken={name: nb201_table, path: /nonexistent/nb201.csv.gz, column: cifar10_test_200ep}"
+    assert main(["run", str(QUICKSTART), *_args(tiny + [bad]), "--jobs", "3"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 7 rows failed, first baseline_broken") and "nonexistent" in last
+    logs = tmp_path / "logs" / "tiny"
+    assert "proxy_dm done" in err and (logs / "proxy_dm.log").is_file() and (logs / "baseline_broken.log").is_file()
+    # every other row was computed (in its own process) and cached
+    pending = {s.name for s in build_runner(load_config(QUICKSTART, tiny + [bad])).status() if not s.cached}
+    assert pending == {"baseline_broken", "report"}
+
+    # without the broken row nothing is left to fan out: the tracked run loads every row from the cache
+    assert main(["run", str(QUICKSTART), *_args(tiny), "--jobs", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "[jobs]" not in captured.err and "\ndm " in captured.out
+    assert "done in" not in captured.err.replace("report ... done in", "")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("proxynas").experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parent) == 1 and "dm.spearman" in parent[0].data.metrics
+
+
+def test_only_runs_one_stage_and_its_upstream(tiny, capsys):
+    from proxynas.cli import build_runner
+
+    assert main(["run", str(QUICKSTART), *_args(tiny), "--no-mlflow", "--only", "proxy_random"]) == 0
+    assert "Spearman" not in capsys.readouterr().out
+    cached = {s.name for s in build_runner(load_config(QUICKSTART, tiny)).status() if s.cached}
+    assert cached == {"load_data", "sample_archs", "distill_random", "proxy_random"}
+    assert main(["run", str(QUICKSTART), *_args(tiny), "--only", "proxy_randm"]) == 2
+    assert "proxy_random" in capsys.readouterr().err  # the suggestion
