@@ -55,9 +55,9 @@ def prepare(
     """The reusable part of a :class:`PreparedDistiller` (e.g. MTT's expert trajectories).
 
     ``params`` holds only the preparation settings, so they alone key the
-    cache; the other settings keep their defaults, which ``prepare`` ignores.
+    cache; ``prepare`` ignores the others (see :meth:`PreparedDistiller.for_prepare`).
     """
-    method: PreparedDistiller = DISTILLERS.get(params["distiller"])(**params["settings"])
+    method: PreparedDistiller = DISTILLERS.get(params["distiller"]).for_prepare(params["settings"])
     start = time.perf_counter()
     prepared = method.prepare(dataset.train, seed=params["seed"], device=device, progress=progress)
     row = params["row"]

@@ -177,3 +177,11 @@ def test_only_runs_one_stage_and_its_upstream(tiny, capsys):
     assert cached == {"load_data", "sample_archs", "distill_random", "proxy_random"}
     assert main(["run", str(QUICKSTART), *_args(tiny), "--only", "proxy_randm"]) == 2
     assert "proxy_random" in capsys.readouterr().err  # the suggestion
+
+
+def test_mtt_start_epoch_beyond_expert_training_fails_at_load():
+    from proxynas.errors import ConfigError
+
+    mtt = "distill.methods.mtt={expert_train_epochs: 5, max_start_epoch: 5, expert_epochs: 2}"
+    with pytest.raises(ConfigError, match=r"distill\.methods\.mtt.*expert_train_epochs is 5"):
+        load_config(QUICKSTART, [mtt])

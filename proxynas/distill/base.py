@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -99,6 +99,19 @@ class PreparedDistiller(Distiller):
 
     #: the settings :meth:`prepare` depends on (its stage's cache key)
     prepare_fields: ClassVar[tuple[str, ...]]
+    #: values for settings :meth:`prepare` ignores that satisfy any check
+    #: relating them to ``prepare_fields`` (see :meth:`for_prepare`)
+    prepare_placeholders: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def for_prepare(cls, settings: Mapping[str, Any]) -> "PreparedDistiller":
+        """An instance from ``prepare_params()`` alone, for the preparation stage.
+
+        The other settings are not known there (they are not in its cache key);
+        defaults could fail a cross-check the real settings passed (MTT's start
+        epoch against the experts' epochs), so ``prepare_placeholders`` fill them.
+        """
+        return cls(**{**cls.prepare_placeholders, **settings})
 
     @abstractmethod
     def prepare(

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -212,6 +212,7 @@ class TrajectoryMatching(PreparedDistiller):
         "depth",
         "norm",
     )
+    prepare_placeholders: ClassVar[Mapping[str, Any]] = {"max_start_epoch": 1, "expert_epochs": 1}
 
     iterations: int = 5000
     syn_steps: int = 30
@@ -280,9 +281,14 @@ class TrajectoryMatching(PreparedDistiller):
             raise ValueError("learn_labels needs soft_labels: true (there are no labels to learn otherwise)")
         DSA(strategy=self.dsa)  # raises ValueError naming the allowed transforms
         DSA(strategy=self.expert_dsa)
-        # max_start_epoch + expert_epochs vs expert_train_epochs is checked
-        # against the experts themselves in distill_prepared: the pipeline
-        # builds the preparation stage's instance from prepare_fields alone.
+        last = self.max_start_epoch - 1 + self.expert_epochs
+        if last > self.expert_train_epochs:
+            # caught here, at config load, rather than after the experts have trained
+            raise ValueError(
+                f"max_start_epoch - 1 + expert_epochs = {last} needs experts trained for at least {last} epochs"
+                f" but expert_train_epochs is {self.expert_train_epochs}; lower max_start_epoch or"
+                " expert_epochs, or raise expert_train_epochs"
+            )
 
     # ------------------------------------------------------------ settings
     def setting(self, field: str) -> str:

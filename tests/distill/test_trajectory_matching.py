@@ -100,7 +100,7 @@ def test_prepare_is_deterministic_under_seed(data, experts):
 
 def test_expert_learns_separable_data():
     train, held_out = tiny(per_class=30, noise_seed=1), tiny(per_class=30, noise_seed=2)
-    method = MTT(**{**EXPERTS, "num_experts": 1, "expert_train_epochs": 5})
+    method = MTT.for_prepare({**EXPERTS, "num_experts": 1, "expert_train_epochs": 5})
     trajectory = method.prepare(train, seed=0, device=CPU)[0]
     student = method.student(train, CPU)
     assert accuracy(student, trajectory[0], held_out) < 0.6
@@ -296,7 +296,7 @@ def test_prepare_params_are_the_expert_settings_only(name):
     assert cls(**{**FAST, "syn_steps": 3, "lr_img": 5.0, "iterations": 2}).prepare_params() == base.prepare_params()
     assert cls(**{**FAST, "expert_lr": 0.1}).prepare_params() != base.prepare_params()
     # The pipeline rebuilds the method from the preparation settings alone.
-    assert DISTILLERS.get(name)(**base.prepare_params()).prepare_params() == base.prepare_params()
+    assert DISTILLERS.get(name).for_prepare(base.prepare_params()).prepare_params() == base.prepare_params()
 
 
 def test_prepared_experts_survive_the_stage_cache(experts):
@@ -364,11 +364,26 @@ def test_diverging_expert_names_expert_lr(data):
         MTT(**{**FAST, "expert_lr": float("inf")}).prepare(data, seed=0, device=CPU)
 
 
-def test_start_epochs_beyond_the_experts_raise_config_error(data, experts):
+def test_start_epochs_beyond_the_expert_training_fail_at_construction():
+    # FAST's experts train 3 epochs; a start epoch up to 2 plus 2 expert epochs needs 4
+    with pytest.raises(ValueError, match=r"max_start_epoch - 1 \+ expert_epochs = 4 .* expert_train_epochs is 3"):
+        MTT(**{**FAST, "max_start_epoch": 3, "expert_epochs": 2})
+
+
+def test_prepare_stage_instance_ignores_distill_only_settings():
+    # the preparation stage only knows the expert settings; the default start epoch (20)
+    # must not be checked against expert_train_epochs=3 there
+    method = MTT(**FAST)
+    assert MTT.for_prepare(method.prepare_params()).prepare_params() == method.prepare_params()
+    with pytest.raises(ValueError):
+        MTT(**method.prepare_params())
+
+
+def test_start_epochs_beyond_the_given_experts_raise_config_error(data, experts):
+    # settings that are fine by themselves, given experts trained for fewer epochs than they say
+    longer = {**FAST, "expert_train_epochs": 5, "max_start_epoch": 3, "expert_epochs": 2}
     with pytest.raises(ConfigError, match=r"max_start_epoch - 1 \+ expert_epochs = 4 .* they have 3"):
-        MTT(**{**FAST, "max_start_epoch": 3, "expert_epochs": 2}).distill_prepared(
-            data, IPC, experts, seed=0, device=CPU
-        )
+        MTT(**longer).distill_prepared(data, IPC, experts, seed=0, device=CPU)
 
 
 def test_experts_of_another_architecture_are_rejected(data, experts):
