@@ -28,6 +28,7 @@ from proxynas.distributed import open_storage, open_study, run_worker
 from proxynas.errors import ConfigError, DivergenceError
 
 OVERRIDES_ATTR = "overrides"
+INFEASIBLE_ATTR = "infeasible"  # why a trial's settings could not be loaded
 
 
 def kendall(proxy: Sequence[float], reference: Sequence[float]) -> float:
@@ -127,10 +128,13 @@ class Tuner:
     def reference(self, archs: Sequence[str]) -> list[float]:
         return [self._reference.evaluate(a).value for a in archs]
 
+    def config_for(self, values: dict[str, Any]) -> PipelineConfig:
+        """The pipeline under the settings ``values`` (ConfigError if they are infeasible together)."""
+        return load_config(self.pipeline, self.overrides + as_overrides(values))
+
     def proxy_values(self, values: dict[str, Any], archs: Sequence[str], report=None) -> list[float]:
         """Score ``archs`` with the row under the settings ``values``; ``report(i, scores)`` after each."""
-        config = load_config(self.pipeline, self.overrides + as_overrides(values))
-        objective = self._objective(config, self.tune.row)
+        objective = self._objective(self.config_for(values), self.tune.row)
         scores = []
         for i, arch in enumerate(archs):
             scores.append(objective.evaluate(arch).value)
@@ -144,6 +148,13 @@ class Tuner:
         def objective(trial: optuna.Trial) -> float:
             values = {key: suggest(trial, key, p) for key, p in self.tune.params.items()}
             trial.set_user_attr(OVERRIDES_ATTR, as_overrides(values))
+            try:
+                self.config_for(values)
+            except ConfigError as exc:
+                # e.g. MTT's start epoch beyond its experts' epochs: a region of the
+                # space, not a bug. Pruned (not failed) so TPE learns to avoid it.
+                trial.set_user_attr(INFEASIBLE_ATTR, str(exc))
+                raise optuna.TrialPruned(f"infeasible settings: {exc}") from None
 
             def report(done: int, scores: list[float]) -> None:
                 if done % self.tune.report_every == 0 and done < len(self.calibration):

@@ -76,6 +76,19 @@ def test_unpromising_settings_are_pruned(tmp_path):
     assert pruned and all(t.intermediate_values for t in pruned)
 
 
+def test_infeasible_settings_are_pruned_not_fatal(tmp_path):
+    both = "tune.params={proxy.lr: {low: 0.001, high: 10.0, log: true}, distill.ipc: {choices: [0, 2]}}"
+    tuner = _tuner(tmp_path, [both, "tune.trials=10", "tune.sampler=random"])
+    study = tuner.open(f"sqlite:///{tmp_path / 'tune.db'}")
+    tuner.work(study)
+    bad = [t for t in study.trials if t.params["distill.ipc"] == 0]
+    good = [t for t in study.trials if t.params["distill.ipc"] == 2]
+    assert bad and good
+    assert all(t.state == optuna.trial.TrialState.PRUNED and "ipc" in t.user_attrs["infeasible"] for t in bad)
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in good)
+    assert tuner.finish(study).best_params["distill.ipc"] == 2
+
+
 def test_overrides_keep_floats_exact():
     assert as_overrides({"proxy.lr": 0.1 + 0.2, "proxy.epochs": 5}) == ["proxy.lr=0.30000000000000004", "proxy.epochs=5"]
 
