@@ -13,6 +13,11 @@ reference table is read with ``gzip`` + ``csv`` directly.
 
     PYTHONPATH=. .venv/bin/python benchmarks/zero_cost_nb201.py --archs 100 --channels 8 --cells 1
 
+``az_nas`` (AZ-NAS, Lee & Ham, CVPR 2024) ranks a population: its four
+components are scored per arch, then ``combine`` aggregates their ranks over
+the sampled archs, as ``proxynas run`` does; each component's own correlation
+is printed below it (``az_nas:expressivity`` ...).
+
 ``--channels 16 --cells 5`` is the benchmark's own network; smaller values
 score a narrower/shallower network of the same cell (much faster on a CPU),
 which is a further approximation on top of the proxy itself.
@@ -63,6 +68,9 @@ PUBLISHED = {
     "flops": ("0.75", "EZNAS NB201 table via a summary (unverified)"),
     "naswot": ("tau 0.57", "Kendall tau; EZNAS via a summary (unverified)"),
     "params": ("0.753", "all 15,625 archs, params_MB column of the shared table"),
+    # Lee & Ham, "AZ-NAS", CVPR 2024: Spearman 0.913 / Kendall 0.741 over all archs (C=16, N=5, Gaussian
+    # inputs), as printed by the authors' notebook (cvlab-yonsei/AZ-NAS, NB201/tss_general.ipynb)
+    "az_nas": ("0.913", "Lee & Ham CVPR 2024 (Kendall tau 0.741)"),
 }
 
 
@@ -123,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=default_data_dir() / "nb201" / "nb201_results.csv.gz")
     p.add_argument("--reference", default="cifar10_test_200ep", help="column of the results table")
     p.add_argument("--proxies", default=",".join(ZERO_COST_PROXIES + ("params",)), help="comma-separated")
+    p.add_argument("--az-inputs", choices=("gaussian", "data"), default="gaussian",
+                   help="az_nas minibatch: Gaussian noise (the authors' protocol) or the CIFAR-10 batch")
     p.add_argument("--connected-only", action="store_true", help="skip cells whose output ignores the input")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--out", type=Path, help="write per-arch scores to this CSV")
@@ -150,38 +160,54 @@ def main(argv: list[str] | None = None) -> int:
 
     scores: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
+    components: dict[str, list[str]] = {}  # combining proxy -> its component rows
     for name in names:
         cls = PROXIES.get(name)
-        proxy = cls(batch_size=args.batch) if "batch_size" in getattr(cls, "__dataclass_fields__", {}) else cls()
+        fields = getattr(cls, "__dataclass_fields__", {})
+        settings = {"batch_size": args.batch} if "batch_size" in fields else {}
+        if "inputs" in fields:
+            settings["inputs"] = args.az_inputs
+        proxy = cls(**settings)
         start = time.perf_counter()
-        values = []
+        raw = []
         for i, arch in enumerate(archs):
-            values.append(proxy.score(arch, ctx))
+            raw.append(proxy.score(arch, ctx))
             if (i + 1) % 25 == 0:
                 print(f"  {name}: {i + 1}/{len(archs)} ({time.perf_counter() - start:.0f}s)", flush=True)
+        values = [float(v) for v in proxy.combine(raw)]  # a population step for combining proxies, else as is
         seconds[name] = (time.perf_counter() - start) / len(archs)
         scores[name] = values
         print(f"{name}: done, {seconds[name]:.3f} s/arch, spearman {spearman(values, ref):+.3f}", flush=True)
+        if proxy.combines:
+            for component in raw[0]:
+                key = f"{name}:{component}"
+                scores[key] = [float(r[component]) for r in raw]
+                seconds[key] = float("nan")
+                components.setdefault(name, []).append(key)
 
     n_conn = sum(is_connected(a) for a in archs)
     print()
     print(f"NAS-Bench-201 CIFAR-10: {len(archs)} archs ({n_conn} connected), seed {args.seed},"
           f" network C={args.channels} N={args.cells}, batch {args.batch}, device {device},"
           f" reference {args.reference}, torch threads {torch.get_num_threads()}")
-    header = f"{'proxy':<10} {'spearman':>9} {'kendall':>8} {'s/arch':>8}  {'published rho':>13}  source"
+    header = f"{'proxy':<24} {'spearman':>9} {'kendall':>8} {'s/arch':>8}  {'published rho':>13}  source"
     print(header)
     print("-" * len(header))
     for name in sorted(names, key=lambda n: -abs(np.nan_to_num(spearman(scores[n], ref)))):
-        pub, src = PUBLISHED.get(name, ("-", ""))
-        print(f"{name:<10} {spearman(scores[name], ref):>+9.3f} {kendall(scores[name], ref):>+8.3f}"
-              f" {seconds[name]:>8.3f}  {pub:>13}  {src}")
+        for row in [name, *components.get(name, [])]:
+            pub, src = PUBLISHED.get(row, ("-", ""))
+            label = row if row == name else f"  {row}"
+            secs = f"{seconds[row]:>8.3f}" if np.isfinite(seconds[row]) else f"{'':>8}"
+            print(f"{label:<24} {spearman(scores[row], ref):>+9.3f} {kendall(scores[row], ref):>+8.3f}"
+                  f" {secs}  {pub:>13}  {src}")
 
     if args.out:
+        columns = [row for n in names for row in [n, *components.get(n, [])]]
         with open(args.out, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["arch", args.reference, *names])
+            w.writerow(["arch", args.reference, *columns])
             for i, a in enumerate(archs):
-                w.writerow([a, ref[i], *(repr(scores[n][i]) for n in names)])
+                w.writerow([a, ref[i], *(repr(scores[n][i]) for n in columns)])
     return 0
 
 

@@ -6,6 +6,11 @@ throughput. Workers are forked (the dataset is shared copy-on-write, never
 pickled) and run one thread each; every score depends only on the proxy, the
 architecture and the seed, so the result does not depend on the worker count.
 On CUDA everything runs in-process (CUDA does not survive a fork).
+
+A combining proxy (``proxy.combines``, e.g. AZ-NAS's rank aggregation) scores
+each arch into named components; once all are in, ``proxy.combine`` turns
+them into values, and each result keeps its arch's components under
+``"components"``.
 """
 
 from __future__ import annotations
@@ -34,14 +39,34 @@ def _init_worker(proxy: Proxy, ctx: ProxyContext) -> None:
     _WORKER["proxy"], _WORKER["ctx"] = proxy, ctx
 
 
-def _score(proxy: Proxy, ctx: ProxyContext, arch: str) -> tuple[float, float]:
+def _score(proxy: Proxy, ctx: ProxyContext, arch: str) -> tuple[Any, float]:
+    """``(raw score, seconds)``: a float, or a combining proxy's dict of component floats."""
     start = time.perf_counter()
-    value = float(proxy.score(arch, ctx))
-    return value, time.perf_counter() - start
+    raw = proxy.score(arch, ctx)
+    raw = {str(k): float(v) for k, v in raw.items()} if proxy.combines else float(raw)
+    return raw, time.perf_counter() - start
 
 
-def _score_in_worker(arch: str) -> tuple[float, float]:
+def _score_in_worker(arch: str) -> tuple[Any, float]:
     return _score(_WORKER["proxy"], _WORKER["ctx"], arch)
+
+
+def _progress_info(proxy: Proxy, raw: Any) -> dict[str, float]:
+    # a combining proxy's value is only known once the whole population is scored
+    return {} if proxy.combines else {"value": raw}
+
+
+def _results(proxy: Proxy, archs: list[str], scored: list[tuple[Any, float]]) -> list[dict[str, Any]]:
+    raw = [r for r, _ in scored]
+    if not proxy.combines:
+        return [{"arch": a, "value": v, "seconds": s} for a, (v, s) in zip(archs, scored)]
+    values = [float(v) for v in proxy.combine(raw)]
+    if len(values) != len(archs):
+        raise RuntimeError(f"{type(proxy).__name__}.combine returned {len(values)} values for {len(archs)} archs")
+    return [
+        {"arch": a, "value": v, "seconds": s, "components": dict(r)}
+        for a, v, (r, s) in zip(archs, values, scored)
+    ]
 
 
 def score_all(
@@ -52,16 +77,19 @@ def score_all(
     workers: int = 1,
     progress: Progress = null_progress,
 ) -> list[dict[str, Any]]:
-    """``[{arch, value, seconds}]`` in the order of ``archs``."""
+    """``[{arch, value, seconds}]`` in the order of ``archs``.
+
+    For a combining proxy the values come from ``proxy.combine`` over all of
+    ``archs`` and every result also has ``components`` (its raw score dict).
+    """
     parallel = workers > 1 and len(archs) > 1 and ctx.device.type == "cpu" and proxy.parallel
     if not parallel:
-        results = []
+        scored = []
         for i, arch in enumerate(archs):
-            value, seconds = _score(proxy, ctx, arch)
-            results.append({"arch": arch, "value": value, "seconds": seconds})
-            progress(i + 1, len(archs), value=value)
-        return results
-    out: dict[str, tuple[float, float]] = {}
+            scored.append(_score(proxy, ctx, arch))
+            progress(i + 1, len(archs), **_progress_info(proxy, scored[-1][0]))
+        return _results(proxy, archs, scored)
+    out: dict[str, tuple[Any, float]] = {}
     with ProcessPoolExecutor(
         max_workers=min(workers, len(archs)),
         mp_context=multiprocessing.get_context("fork"),
@@ -71,5 +99,5 @@ def score_all(
         futures = {pool.submit(_score_in_worker, arch): arch for arch in archs}
         for done, future in enumerate(as_completed(futures), 1):
             out[futures[future]] = future.result()  # re-raises a worker's error here
-            progress(done, len(archs), value=out[futures[future]][0])
-    return [{"arch": a, "value": out[a][0], "seconds": out[a][1]} for a in archs]
+            progress(done, len(archs), **_progress_info(proxy, out[futures[future]][0]))
+    return _results(proxy, archs, [out[a] for a in archs])

@@ -122,6 +122,11 @@ def evaluate(
     return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
 
 
+def _components(row: str, score: Mapping[str, Any]) -> dict[str, float]:
+    """A combining proxy's per-arch components as flat ``<row>.<component>`` scalars (else none)."""
+    return {f"{row}.{k}": float(v) for k, v in score.get("components", {}).items()}
+
+
 def report(
     archs: list[str],
     reference: list[dict[str, Any]],
@@ -159,6 +164,7 @@ def report(
         for a, s in zip(archs, scores):
             per_arch[a][row["name"]] = s["value"]
             per_arch[a][f"{row['name']}_seconds"] = s["seconds"]
+            per_arch[a].update(_components(row["name"], s))
         scatter[row["name"]] = (values, ref)
         if ledger is not None:
             ledger.record(
@@ -171,6 +177,7 @@ def report(
                         "reference": r["value"],
                         "proxy_seconds": s["seconds"],
                         "reference_seconds": r["seconds"],
+                        **_components(row["name"], s),
                     }
                     for a, s, r in zip(archs, scores, reference)
                 ],

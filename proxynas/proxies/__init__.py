@@ -3,9 +3,11 @@
 Importing this package registers every built-in proxy in :data:`PROXIES`,
 including the zero-cost proxies of Abdelfattah et al. (ICLR 2021) and Mellor
 et al. (ICML 2021): ``synflow``, ``snip``, ``grad_norm``, ``fisher``,
-``jacob_cov``, ``naswot`` and the ``flops`` baseline.
+``jacob_cov``, ``naswot`` and the ``flops`` baseline, and ``az_nas`` (Lee & Ham,
+CVPR 2024), which ranks a whole population of architectures at once.
 """
 
+from proxynas.proxies.az_nas import AZNasProxy
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
 from proxynas.proxies.fisher import FisherProxy
 from proxynas.proxies.flops import FlopsProxy, count_macs
@@ -19,7 +21,7 @@ from proxynas.proxies.training import TrainProxy
 from proxynas.proxies.zero_cost_batch import ZeroCostBatch
 
 #: Registry names of the zero-cost proxies (score an untrained network, no training).
-ZERO_COST_PROXIES = ("synflow", "snip", "grad_norm", "fisher", "jacob_cov", "naswot", "flops")
+ZERO_COST_PROXIES = ("synflow", "snip", "grad_norm", "fisher", "jacob_cov", "naswot", "flops", "az_nas")
 
 __all__ = [
     "PROXIES",
@@ -27,6 +29,7 @@ __all__ = [
     "ProxyContext",
     "ParamsProxy",
     "TrainProxy",
+    "AZNasProxy",
     "FisherProxy",
     "FlopsProxy",
     "GradNormProxy",

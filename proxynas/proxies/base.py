@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -50,8 +50,23 @@ class Proxy(ABC):
     unit: ClassVar[str] = ""
     #: worth scoring in worker processes (training); cheap lookups are not
     parallel: ClassVar[bool] = False
+    #: the final value of an arch depends on the whole population scored with it
+    #: (e.g. rank aggregation): ``score`` returns named components and
+    #: :meth:`combine` turns the population's components into values
+    combines: ClassVar[bool] = False
 
     @abstractmethod
-    def score(self, arch: str, ctx: ProxyContext) -> float:
-        """The proxy value of ``arch`` (canonical string of ``ctx.space``)."""
+    def score(self, arch: str, ctx: ProxyContext) -> Any:
+        """The proxy value of ``arch`` (canonical string of ``ctx.space``).
+
+        A float; for a combining proxy (``combines = True``) a dict of named
+        component floats, which only :meth:`combine` turns into values.
+        """
+
+    def combine(self, raw: Sequence[Any]) -> list[float]:
+        """Final values of a population from its ``score`` results (same order).
+
+        The default returns ``raw`` unchanged; combining proxies override it.
+        """
+        return list(raw)
 

@@ -69,6 +69,16 @@ class ArchObjective(ABC):
         raise ConfigError(f"objective {self.name} cannot count parameters; use --cost seconds")
 
 
+def _refuse_population_proxy(row: str, proxy: Any) -> None:
+    """A combining proxy (rank aggregation over a population) has no per-arch value to search on."""
+    if getattr(proxy, "combines", False):
+        name = getattr(proxy, "name", type(proxy).__name__)
+        raise ConfigError(
+            f"row {row!r} ({name}) ranks a population of archs together and cannot score one arch at a time"
+            " (search, tune); use it in `proxynas run`, or search/tune with another row"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class ProxyObjective(ArchObjective):
     """A pipeline row (distilled summary + proxy, or a baseline) as a search objective.
@@ -91,6 +101,9 @@ class ProxyObjective(ArchObjective):
     #: cores a second OpenMP thread makes steps stall (measured here: 0.03 s
     #: per toy evaluation with one thread, up to 2 s with two on a loaded box).
     threads: int = 1
+
+    def __post_init__(self) -> None:
+        _refuse_population_proxy(self.name, self.params.get("proxy"))
 
     @classmethod
     def from_pipeline(
@@ -118,6 +131,7 @@ class ProxyObjective(ArchObjective):
                 f"pipeline {config.run.name} has no row {row!r}; choose one of: {', '.join(rows)}"
                 " (distill.methods, baselines, or the reference)"
             )
+        _refuse_population_proxy(row, stage.params.get("proxy"))
         outputs = runner.run(targets=targets)
         summary = outputs[f"summary_{row}"] if f"summary_{row}" in outputs else None
         setup = float(outputs[f"distill_seconds_{row}"]) if summary is not None else 0.0

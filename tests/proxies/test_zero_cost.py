@@ -36,7 +36,9 @@ def ctx():
 
 
 def test_registry_holds_all_zero_cost_proxies():
-    assert set(ZERO_COST_PROXIES) == {"synflow", "naswot", "jacob_cov", "snip", "grad_norm", "fisher", "flops"}
+    assert set(ZERO_COST_PROXIES) == {
+        "synflow", "naswot", "jacob_cov", "snip", "grad_norm", "fisher", "flops", "az_nas"
+    }
     assert set(ZERO_COST_PROXIES) <= set(PROXIES.names())
     for name in ZERO_COST_PROXIES:
         assert PROXIES.get(name).unit
@@ -48,8 +50,11 @@ def test_each_proxy_is_finite_and_deterministic(name, channels):
     context = make_ctx(make_data(channels=channels))
     proxy = PROXIES.get(name)()
     a, b = proxy.score(ARCH, context), proxy.score(ARCH, context)
-    assert isinstance(a, float) and math.isfinite(a)
     assert a == b
+    if proxy.combines:  # named components, turned into values over a population by combine()
+        assert a and all(isinstance(v, float) and math.isfinite(v) for v in a.values())
+        (a,) = proxy.combine([a])
+    assert isinstance(a, float) and math.isfinite(a)
 
 
 @pytest.mark.parametrize("name", ["snip", "grad_norm", "fisher", "naswot", "jacob_cov"])
