@@ -9,7 +9,7 @@ from torch import nn
 from proxynas.config import load_config
 from proxynas.errors import ConfigError
 from proxynas.evaluation import score_all
-from proxynas.proxies import PROXIES, AZNasProxy, ParamsProxy, ProxyContext
+from proxynas.proxies import PROXIES, AZNasProxy, ParamsProxy
 from proxynas.proxies.az_nas import (
     COMPONENTS,
     average_ranks,
@@ -21,26 +21,10 @@ from proxynas.proxies.az_nas import (
     progressivity,
     rademacher_like,
 )
-from proxynas.data.types import DatasetSplits, ImageData
-from proxynas.spaces import SEARCH_SPACES, NB201Space
+from proxynas.spaces import SEARCH_SPACES
+from tests.proxies.tiny import ALL_CONV, ALL_NONE, ARCH, SPACE, make_ctx, make_data
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
-ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
-ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
-SPACE = NB201Space(channels=4, cells_per_stage=1)
-
-
-def make_data(channels: int = 3, n: int = 40, seed: int = 0, size: int = 8) -> DatasetSplits:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, channels, size, size, generator=g)
-    y = torch.arange(n) % 10
-    data = ImageData(x, y, tuple(str(k) for k in range(10)), (0.0,) * channels, (1.0,) * channels)
-    return DatasetSplits("synthetic", data, data, data)
-
-
-def make_ctx(data: DatasetSplits, seed: int = 0, space=SPACE) -> ProxyContext:
-    return ProxyContext(space=space, dataset=data, train_data=data.train, device=torch.device("cpu"), seed=seed)
 
 
 @pytest.fixture(scope="module")

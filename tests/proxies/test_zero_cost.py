@@ -5,29 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from proxynas.data.types import DatasetSplits, ImageData
-from proxynas.proxies import PROXIES, ProxyContext, ZERO_COST_PROXIES, count_macs
+from proxynas.proxies import PROXIES, ZERO_COST_PROXIES, count_macs
 from proxynas.proxies.jacob_cov import eigen_score, jacobian_correlation_score
 from proxynas.proxies.naswot import hamming_kernel, log_abs_det
 from proxynas.proxies.zero_cost_batch import build_network, draw_batch, strip_batchnorm
-from proxynas.spaces import NB201Space
+from tests.proxies.tiny import ALL_CONV, ALL_NONE, ARCH, make_ctx, make_data
 
-ARCH = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
-ALL_CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
-SPACE = NB201Space(channels=4, cells_per_stage=1)
-
-
-def make_data(channels: int = 3, n: int = 40, seed: int = 0, size: int = 8) -> DatasetSplits:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, channels, size, size, generator=g)
-    y = torch.arange(n) % 10
-    data = ImageData(x, y, tuple(str(k) for k in range(10)), (0.0,) * channels, (1.0,) * channels)
-    return DatasetSplits("synthetic", data, data, data)
-
-
-def make_ctx(data: DatasetSplits, seed: int = 0) -> ProxyContext:
-    return ProxyContext(space=SPACE, dataset=data, train_data=data.train, device=torch.device("cpu"), seed=seed)
 
 
 @pytest.fixture(scope="module")
