@@ -132,9 +132,9 @@ class Tuner:
         """The pipeline under the settings ``values`` (ConfigError if they are infeasible together)."""
         return load_config(self.pipeline, self.overrides + as_overrides(values))
 
-    def proxy_values(self, values: dict[str, Any], archs: Sequence[str], report=None) -> list[float]:
-        """Score ``archs`` with the row under the settings ``values``; ``report(i, scores)`` after each."""
-        objective = self._objective(self.config_for(values), self.tune.row)
+    def proxy_values(self, config: PipelineConfig, archs: Sequence[str], report=None) -> list[float]:
+        """Score ``archs`` with the row of ``config`` (see :meth:`config_for`); ``report(i, scores)`` after each."""
+        objective = self._objective(config, self.tune.row)
         scores = []
         for i, arch in enumerate(archs):
             scores.append(objective.evaluate(arch).value)
@@ -149,7 +149,7 @@ class Tuner:
             values = {key: suggest(trial, key, p) for key, p in self.tune.params.items()}
             trial.set_user_attr(OVERRIDES_ATTR, as_overrides(values))
             try:
-                self.config_for(values)
+                config = self.config_for(values)
             except ConfigError as exc:
                 # e.g. MTT's start epoch beyond its experts' epochs: a region of the
                 # space, not a bug. Pruned (not failed) so TPE learns to avoid it.
@@ -162,7 +162,7 @@ class Tuner:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"tau after {done} archs below the median")
 
-            return kendall(self.proxy_values(values, self.calibration, report), ref)
+            return kendall(self.proxy_values(config, self.calibration, report), ref)
 
         return objective
 
@@ -187,8 +187,8 @@ class Tuner:
             raise ConfigError(f"study {self.study_name} has no completed trial; run more trials")
         best = max(done, key=lambda t: t.value)
         ref = self.reference(self.holdout)
-        tuned = self.proxy_values(best.params, self.holdout)
-        default = self.proxy_values({}, self.holdout)
+        tuned = self.proxy_values(self.config_for(best.params), self.holdout)
+        default = self.proxy_values(self.config_for({}), self.holdout)
         return TuneResult(
             study_name=self.study_name,
             best_params=dict(best.params),

@@ -50,6 +50,10 @@ def test_cheap_proxies_stay_in_process(ctx, monkeypatch):
     assert len(score_all(ParamsProxy(), archs, ctx, workers=4)) == 3
 
 
-def test_default_workers():
+@pytest.mark.parametrize("cores, expected", [(None, 1), (1, 1), (2, 2), (8, 8), (64, 8)])
+def test_default_workers_one_per_core_up_to_8_on_cpu_and_one_on_gpu(monkeypatch, cores, expected):
+    import proxynas.evaluation as ev
+
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: cores)
+    assert default_workers(torch.device("cpu")) == expected
     assert default_workers(torch.device("cuda")) == 1
-    assert 1 <= default_workers(torch.device("cpu")) <= 8

@@ -131,6 +131,7 @@ class ProxyObjective(ArchObjective):
                 f"pipeline {config.run.name} has no row {row!r}; choose one of: {', '.join(rows)}"
                 " (distill.methods, baselines, or the reference)"
             )
+        # before runner.run: refuse before distilling a summary that could not be used
         _refuse_population_proxy(row, stage.params.get("proxy"))
         outputs = runner.run(targets=targets)
         summary = outputs[f"summary_{row}"] if f"summary_{row}" in outputs else None
