@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable, Generic, Iterator, TypeVar
 
 from proxynas.errors import UnknownNameError
@@ -56,3 +58,18 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def discover(package: str) -> list[str]:
+    """Import every module of ``package`` (recursively) so their ``@register`` decorators run.
+
+    Plug-ins are found by scanning their package rather than listed by hand: a
+    new distiller, proxy, space or dataset is one module dropped into its
+    package. Returns the imported module names, sorted (a fixed order, so
+    registration order never depends on the file system).
+    """
+    root = importlib.import_module(package)
+    names = sorted(m.name for m in pkgutil.walk_packages(root.__path__, prefix=f"{package}."))
+    for name in names:
+        importlib.import_module(name)
+    return names

@@ -92,6 +92,7 @@ class ConvNet(nn.Module):
         make_pool = _choice(POOLS, "pool", pool)
 
         layers: list[nn.Module] = []
+        block_ends: list[int] = []
         channels = in_channels
         for _ in range(depth):
             # padding=1 keeps the spatial size, so only pooling shrinks it.
@@ -100,7 +101,10 @@ class ConvNet(nn.Module):
             if make_pool is not None and h >= 2 and w >= 2:
                 layers.append(make_pool())
                 h, w = h // 2, w // 2
+            block_ends.append(len(layers))
         self.features = nn.Sequential(*layers)
+        #: ``features[block_ends[k-1]:block_ends[k]]`` is block k: conv-norm-act[-pool]
+        self.block_ends = tuple(block_ends)
         self.embed_dim = width * h * w
         self.feature_shape = (width, h, w)
         self.classifier = nn.Linear(self.embed_dim, num_classes)
@@ -111,6 +115,29 @@ class ConvNet(nn.Module):
         This is the embedding psi_theta of Zhao & Bilen 2023 (DM), eq. 4.
         """
         return self.features(x).flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """F_0..F_depth: the input images, then the output of each conv-norm-act[-pool] block.
+
+        The per-block feature maps zero-cost proxies read (e.g. AZ-NAS);
+        ``forward_features(x)[-1]`` is ``features(x)``.
+        """
+        feats, start = [x], 0
+        for end in self.block_ends:
+            out = feats[-1]
+            for layer in self.features[start:end]:
+                out = layer(out)
+            feats.append(out)
+            start = end
+        return feats
+
+    def forward_before_global_avg_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``[N, width, h, w]`` before the head.
+
+        Named as in NASLib for networks with a global pool; the DC ConvNet has
+        none (its classifier reads the flattened map), so this is ``features(x)``.
+        """
+        return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[N, num_classes]`` = Linear(embed(x)) (Zhao et al. 2021, appendix)."""

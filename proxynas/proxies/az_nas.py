@@ -58,10 +58,11 @@ outputs zeros) have expressivity 0, the entropy of a point mass, where the
 authors' code divides by zero; and the FLOPs are counted on the network being
 scored, where the authors read them from the benchmark's C=16, N=5 network.
 
-Networks: :class:`~proxynas.spaces.nb201_network.NB201Network` (blocks: the
-stem's output, then each cell / reduction block) and the DC ConvNet of the
-720-ConvNet space (F_0: the input images; blocks: each conv-norm-act[-pool]
-group). Any other network is refused with a one-line error.
+Networks: any network with ``forward_features`` (F_0..F_L, see
+``proxynas.spaces.base.FeatureNetwork``), as every built-in space builds --
+NB201: the stem's output, then each cell / reduction block; the DC ConvNet of
+the 720-ConvNet space: the input images, then each conv-norm-act[-pool] group.
+Any other network is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -209,44 +210,23 @@ def log_rank_aggregate(columns: Mapping[str, Sequence[float]]) -> list[float]:
 # -- the network's blocks --------------------------------------------------------------
 
 
-def _convnet_blocks(features: nn.Sequential) -> list[nn.Module]:
-    """The last module of each conv-norm-act[-pool] group of a DC ConvNet's ``features``."""
-    layers = list(features)
-    starts = [i for i, m in enumerate(layers) if isinstance(m, nn.Conv2d)]
-    return [layers[end - 1] for end in starts[1:] + [len(layers)]]
-
-
 def block_features(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """F_0..F_L of ``net`` on ``x`` (one forward pass, autograd graph kept), via forward hooks."""
-    from proxynas.models.convnet import ConvNet
-    from proxynas.spaces.nb201_network import NB201Network
+    """F_0..F_L of ``net`` on ``x`` (one forward pass, autograd graph kept).
 
-    if isinstance(net, NB201Network):
-        modules, first = [net.stem, *net.cells], None
-    elif isinstance(net, ConvNet):
-        x = x.detach().clone().requires_grad_(True)
-        modules, first = _convnet_blocks(net.features), x
-    else:
+    The network says what its blocks are: ``net.forward_features(x)`` returns
+    F_0 (the first block's input) and every block's output, the feature API of
+    the search spaces' networks (``proxynas.spaces.base.FeatureNetwork``). ``x``
+    becomes a leaf that requires grad, so F_0 may be the input itself.
+    """
+    forward_features = getattr(net, "forward_features", None)
+    if not callable(forward_features):
         raise ConfigError(
-            f"az_nas needs a network made of blocks and cannot find them in {type(net).__name__};"
-            " it scores the nb201 and convnet spaces, use another proxy for this one"
+            f"az_nas needs a network made of blocks and cannot find them in {type(net).__name__}"
+            " (it has no forward_features); use another proxy for this space"
         )
-    captured: dict[int, torch.Tensor] = {}
-
-    def keep(index: int):
-        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
-            captured[index] = out
-
-        return hook
-
-    hooks = [m.register_forward_hook(keep(i)) for i, m in enumerate(modules)]
-    try:
-        with torch.enable_grad():
-            net(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    feats = ([first] if first is not None else []) + [captured[i] for i in range(len(modules))]
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        feats = list(forward_features(x))
     if len(feats) < 2:
         raise ConfigError(f"az_nas needs at least 2 feature maps, {type(net).__name__} gave {len(feats)}")
     return feats

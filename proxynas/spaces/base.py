@@ -8,13 +8,17 @@ NAS-Bench-201 (Dong & Yang, ICLR 2020), needs nothing more from a space.
 
 Subclasses are frozen dataclasses whose fields are the user's settings, so two
 spaces with equal settings are equal and hashable (usable as cache keys).
+Spaces whose archs are one choice per position derive most of this from
+:class:`proxynas.spaces.product.ProductSpace`. A new space is one module in
+this package: ``proxynas.spaces`` imports every module it finds, so its
+``@SEARCH_SPACES.register`` runs; :mod:`proxynas.testing.spaces` is its test suite.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterator
+from typing import ClassVar, Iterator, Protocol
 
 import torch
 
@@ -23,11 +27,29 @@ from proxynas.registry import Registry
 SEARCH_SPACES: Registry[type["SearchSpace"]] = Registry("search space")
 
 
+class FeatureNetwork(Protocol):
+    """What a built network exposes besides logits, for proxies that read its features.
+
+    After NASLib's ``forward_before_global_avg_pool``: proxies such as AZ-NAS
+    (:mod:`proxynas.proxies.az_nas`) ask the network for its feature maps
+    instead of knowing each network class.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """F_0..F_L, each ``[B, C_l, H_l, W_l]``: the first block's input, then every block's output."""
+
+    def forward_before_global_avg_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``[B, C, H, W]``, the one the head pools (or flattens) into logits."""
+
+
 @dataclass(frozen=True)
 class SearchSpace(ABC):
     """A finite set of architectures, each named by a canonical string."""
 
     name: ClassVar[str]
+    #: behaviour version, part of every cache key this plugin is in: bump it when a
+    #: code change alters what the plugin computes, so cached results recompute
+    version: ClassVar[str] = "1"
 
     @abstractmethod
     def validate(self, arch: str) -> str:
@@ -59,7 +81,10 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def build(self, arch: str, *, in_channels: int, num_classes: int, image_size: int) -> torch.nn.Module:
-        """A freshly initialised network for ``arch`` whose forward returns logits."""
+        """A freshly initialised network for ``arch`` whose forward returns logits.
+
+        The network also implements :class:`FeatureNetwork` (the contract suite checks it).
+        """
 
     def num_params(self, arch: str, *, in_channels: int, num_classes: int, image_size: int) -> int:
         """Trainable parameters of the built network.

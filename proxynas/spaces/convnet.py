@@ -35,27 +35,26 @@ the codes in mixed-radix order with ``depth`` the most significant digit and
 ``pool`` the least, i.e. ``itertools.product`` over the value lists. ``sample``
 draws distinct archs uniformly with ``random.Random(seed)``.
 
-The value lists live in ``search_spaces/<spec>.yaml`` (default
+The value lists live in ``proxynas/spaces/specs/<spec>.yaml`` (default
 ``convnet720``) so that a smaller grid is a new YAML file, not new code.
+Enumeration, sampling and codes come from
+:class:`~proxynas.spaces.product.ProductSpace` (one value per dimension).
 """
 
 from __future__ import annotations
 
-import itertools
-import numbers
-import random
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence, Union
+from typing import Any, ClassVar, Mapping, Sequence, Union
 
 import torch
-import yaml
 
 from proxynas.errors import ArchError, ConfigError
 from proxynas.models.convnet import ACTIVATIONS, NORMS, POOLS, ConvNet
-from proxynas.spaces import spec as _spec_module  # SPEC_DIR is read at call time (tests redirect it)
-from proxynas.spaces.base import SEARCH_SPACES, SearchSpace
+from proxynas.spaces.base import SEARCH_SPACES
+from proxynas.spaces.product import ProductSpace
+from proxynas.spaces.spec import one_line, read_spec
 
 #: The dimensions, in arch-string and code order; each is a ``ConvNet`` keyword.
 DIMENSIONS: tuple[str, ...] = ("depth", "width", "act", "norm", "pool")
@@ -97,39 +96,12 @@ class ConvNetSpec:
 
 
 def load_convnet_spec(name: str) -> ConvNetSpec:
-    """Read and check ``search_spaces/<name>.yaml``; every problem is a ConfigError.
+    """Read and check the ConvNet grid ``specs/<name>.yaml``; every problem is a ConfigError.
 
-    A sibling of :func:`proxynas.spaces.spec.load_spec` (which reads NB201-style
-    cell specs) sharing its directory, so both kinds of spec sit side by side.
+    The file is found and its common keys checked by
+    :func:`proxynas.spaces.spec.read_spec`, the loader of every spec kind.
     """
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ConfigError(f"search-space spec name {name!r} must be a plain file stem like 'convnet720'")
-    spec_dir = Path(_spec_module.SPEC_DIR)
-    path = spec_dir / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in spec_dir.glob("*.yaml")) if spec_dir.is_dir() else []
-        raise ConfigError(
-            f"search-space spec {name!r} not found: {path} does not exist"
-            f" (available: {', '.join(known) or 'none'})"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from None
-    return _spec_from_mapping(raw, path)
-
-
-def _spec_from_mapping(raw: Any, path: Path) -> ConvNetSpec:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(_REQUIRED)}")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}")
-    unknown = sorted(map(str, set(raw) - set(_REQUIRED)))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(_REQUIRED)}")
-    if raw["name"] != path.stem:
-        raise ConfigError(f"{path}: name {raw['name']!r} must match the file name {path.stem!r}")
+    raw, path = read_spec(name, _REQUIRED)
     dims = raw["dimensions"]
     if not isinstance(dims, dict):
         raise ConfigError(f"{path}: dimensions must map each of {', '.join(DIMENSIONS)} to a list of values")
@@ -160,14 +132,7 @@ def _spec_from_mapping(raw: Any, path: Path) -> ConvNetSpec:
         if len(set(values)) != len(values):
             raise ConfigError(f"{path}: dimensions.{dim} values must be distinct, got {values}")
         choices.append(tuple(values))
-    if not isinstance(raw["citation"], str) or not raw["citation"].strip():
-        raise ConfigError(f"{path}: citation must be a non-empty string")
-    return ConvNetSpec(
-        name=raw["name"],
-        choices=tuple(choices),
-        citation=" ".join(raw["citation"].split()),
-        path=path,
-    )
+    return ConvNetSpec(name=raw["name"], choices=tuple(choices), citation=one_line(raw["citation"]), path=path)
 
 
 @lru_cache(maxsize=None)
@@ -256,19 +221,15 @@ def format_convnet_arch(config: Mapping[str, Any], spec: ConvNetSpec | None = No
     return "|".join(fields)
 
 
-def _is_index(value: object, n: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < n
-
-
 @SEARCH_SPACES.register("convnet720")
 @dataclass(frozen=True)
-class ConvNetSpace(SearchSpace):
+class ConvNetSpace(ProductSpace):
     """The DC/DM papers' 720 ConvNets (Zhao et al., ICLR 2021; Zhao & Bilen, WACV 2023).
 
-    ``spec`` names the YAML grid in ``search_spaces/`` (default ``convnet720``:
-    depth 1-4, width 32-256, 3 activations, 5 norms, 3 pools). Arch strings look
-    like ``depth=3|width=128|act=relu|norm=instancenorm|pool=avgpool``; see the
-    module docstring for the format, code and enumeration order.
+    ``spec`` names the YAML grid in ``proxynas/spaces/specs/`` (default
+    ``convnet720``: depth 1-4, width 32-256, 3 activations, 5 norms, 3 pools).
+    Arch strings look like ``depth=3|width=128|act=relu|norm=instancenorm|pool=avgpool``;
+    see the module docstring for the format, code and enumeration order.
     """
 
     name: ClassVar[str] = "convnet720"
@@ -277,7 +238,9 @@ class ConvNetSpace(SearchSpace):
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str):
-            raise ValueError(f"{self.name}: spec must be the name of a search_spaces/*.yaml file, got {self.spec!r}")
+            raise ValueError(
+                f"{self.name}: spec must be the name of a proxynas/spaces/specs/*.yaml file, got {self.spec!r}"
+            )
         _ = self.grid  # load and check the YAML now, so a bad spec fails at construction
 
     @cached_property
@@ -285,62 +248,30 @@ class ConvNetSpace(SearchSpace):
         """The parsed YAML spec (value lists per dimension)."""
         return _default_spec() if self.spec == "convnet720" else load_convnet_spec(self.spec)
 
-    # -- membership ---------------------------------------------------------
-
-    def validate(self, arch: str) -> str:
-        return format_convnet_arch(parse_convnet_arch(arch, self.grid), self.grid)
-
     def config(self, arch: str) -> Config:
         """The ``ConvNet`` keyword arguments (depth, width, act, norm, pool) of ``arch``."""
         return parse_convnet_arch(arch, self.grid)
 
-    def enumerate(self) -> Iterator[str]:
-        """All archs, ``itertools.product`` order: depth slowest, pool fastest."""
-        for code in itertools.product(*(range(n) for n in self.grid.cardinalities)):
-            yield self.decode(code)
+    # -- the product: one value per dimension --------------------------------------
 
-    def size(self) -> int:
-        return self.grid.size
+    def choices(self) -> tuple[tuple[Value, ...], ...]:
+        return self.grid.choices
 
-    def sample(self, n: int, seed: int) -> list[str]:
-        """``n`` distinct archs, uniform without replacement, via ``random.Random(seed)``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"{self.name}: number of archs to sample must be an integer >= 0, got {n!r}")
-        if n > self.size():
-            raise ConfigError(f"{self.name}: cannot sample {n} distinct archs, the space has only {self.size()}")
-        flats = random.Random(seed).sample(range(self.size()), n)
-        return [self.decode(self._flat_to_code(f)) for f in flats]
-
-    def _flat_to_code(self, flat: int) -> tuple[int, ...]:
-        """Mixed-radix digits of ``flat``, depth most significant (= enumeration order)."""
-        digits = []
-        for n in reversed(self.grid.cardinalities):
-            flat, d = divmod(flat, n)
-            digits.append(d)
-        return tuple(reversed(digits))
-
-    # -- codec --------------------------------------------------------------
-
-    def encode(self, arch: str) -> tuple[int, ...]:
-        """Index of each dimension's value in its spec list, in DIMENSIONS order."""
+    def arch_values(self, arch: str) -> tuple[Value, ...]:
         config = parse_convnet_arch(arch, self.grid)
-        return tuple(values.index(config[dim]) for dim, values in zip(DIMENSIONS, self.grid.choices))
+        return tuple(config[dim] for dim in DIMENSIONS)
 
-    def cardinalities(self) -> tuple[int, ...]:
-        return self.grid.cardinalities
+    def arch_string(self, values: Sequence[Value]) -> str:
+        if len(values) != len(DIMENSIONS):
+            raise _fail(tuple(values), f"got {len(values)} values, expected {len(DIMENSIONS)}", self.grid)
+        return format_convnet_arch(dict(zip(DIMENSIONS, values)), self.grid)
 
-    def decode(self, code: Sequence[int]) -> str:
-        cards = self.grid.cardinalities
-        try:
-            code = tuple(code)
-        except TypeError:
-            code = None  # reported below
-        if code is None or len(code) != len(cards) or not all(_is_index(c, n) for c, n in zip(code, cards)):
-            ranges = ", ".join(f"{dim} 0..{n - 1}" for dim, n in zip(DIMENSIONS, cards))
-            raise ArchError(f"invalid {self.grid.name} code {code!r}: expected {len(cards)} integers ({ranges})")
-        return "|".join(
-            f"{dim}={values[int(c)]}" for dim, values, c in zip(DIMENSIONS, self.grid.choices, code)
-        )
+    @property
+    def label(self) -> str:
+        return self.grid.name
+
+    def code_help(self) -> str:
+        return "(" + ", ".join(f"{dim} 0..{n - 1}" for dim, n in zip(DIMENSIONS, self.cardinalities())) + ")"
 
     # -- networks -----------------------------------------------------------
 

@@ -13,23 +13,27 @@ The benchmark's own integer index is *not* a function of the string (its order
 was fixed when the benchmark was built), so no index function lives here; the
 reference-table module maps index <-> string.
 
-The op list and node count come from ``search_spaces/<spec>.yaml`` so that a
-variant cell space is a new YAML file, not new code.
+The op list and node count come from ``proxynas/spaces/specs/<spec>.yaml`` so
+that a variant cell space is a new YAML file, not new code. Enumeration,
+sampling and the integer codes come from :class:`~proxynas.spaces.product.ProductSpace`
+(one op per edge); the ops are in :mod:`proxynas.spaces.nb201_ops` and the
+network in :mod:`proxynas.spaces.nb201_network`.
 """
 
 from __future__ import annotations
 
-import itertools
 import numbers
-import random
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import ClassVar, Iterator, Sequence, Union
+from typing import ClassVar, Sequence, Union
 
 import torch
 
 from proxynas.errors import ArchError, ConfigError
-from proxynas.spaces.base import SEARCH_SPACES, SearchSpace
+from proxynas.spaces.base import SEARCH_SPACES
+from proxynas.spaces.nb201_network import NB201Network
+from proxynas.spaces.nb201_ops import CELL_OPS
+from proxynas.spaces.product import ProductSpace
 from proxynas.spaces.spec import CellSpec, load_spec
 
 #: The op that cuts an edge (outputs zeros); NB201 calls it ``none``.
@@ -143,29 +147,9 @@ def _connected(code: tuple[int, ...], spec: CellSpec) -> bool:
     return reached[-1]
 
 
-@lru_cache(maxsize=8)
-def _connected_flat(spec: CellSpec) -> tuple[int, ...]:
-    """Mixed-radix indices (see :func:`_flat_to_code`) of the connected cells."""
-    codes = itertools.product(range(len(spec.ops)), repeat=spec.num_edges)
-    return tuple(k for k, code in enumerate(codes) if _connected(code, spec))
-
-
-def _is_index(value: object, n: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < n
-
-
-def _flat_to_code(flat: int, spec: CellSpec) -> tuple[int, ...]:
-    """Edge 0 is the most significant digit, so flat order = enumeration order."""
-    digits = []
-    for _ in range(spec.num_edges):
-        flat, d = divmod(flat, len(spec.ops))
-        digits.append(d)
-    return tuple(reversed(digits))
-
-
 @SEARCH_SPACES.register("nb201")
 @dataclass(frozen=True)
-class NB201Space(SearchSpace):
+class NB201Space(ProductSpace):
     """NAS-Bench-201's 15,625 cells in its C/N macro skeleton (Dong & Yang, ICLR 2020).
 
     ``channels``/``cells_per_stage`` default to the benchmark's C=16, N=5 so that
@@ -176,7 +160,8 @@ class NB201Space(SearchSpace):
 
     ``validate`` decides membership (so it rejects disconnected cells when they
     are skipped); ``encode``/``build``/``is_connected`` accept any well-formed
-    cell, because reference tables contain the disconnected ones too.
+    cell, because reference tables contain the disconnected ones too. A code is
+    the index of each edge's op in the spec's op list, in edge order.
     """
 
     name: ClassVar[str] = "nb201"
@@ -194,9 +179,9 @@ class NB201Space(SearchSpace):
         if not isinstance(self.skip_disconnected, bool):
             raise ValueError(f"{self.name}: skip_disconnected must be true or false, got {self.skip_disconnected!r}")
         if not isinstance(self.spec, str):
-            raise ValueError(f"{self.name}: spec must be the name of a search_spaces/*.yaml file, got {self.spec!r}")
-        from proxynas.spaces.nb201_network import CELL_OPS  # the network imports this module
-
+            raise ValueError(
+                f"{self.name}: spec must be the name of a proxynas/spaces/specs/*.yaml file, got {self.spec!r}"
+            )
         missing = [op for op in self.cell_spec.ops if op not in CELL_OPS]
         if missing:
             raise ConfigError(
@@ -208,78 +193,50 @@ class NB201Space(SearchSpace):
     def cell_spec(self) -> CellSpec:
         return _default_spec() if self.spec == "nb201" else load_spec(self.spec)
 
-    # -- membership ---------------------------------------------------------
+    # -- the product: one op per edge --------------------------------------------
 
-    def validate(self, arch: str) -> str:
-        pairs = parse_arch(arch, self.cell_spec)
-        if self.skip_disconnected and not is_connected(pairs, self.cell_spec):
-            raise ArchError(
-                f"arch {arch!r} is not in this space: its output is disconnected from its input"
-                " (all paths pass through 'none') and skip_disconnected is true"
-            )
-        return format_arch(pairs, self.cell_spec)
+    def choices(self) -> tuple[tuple[str, ...], ...]:
+        return (self.cell_spec.ops,) * self.cell_spec.num_edges
 
-    def _flat_members(self) -> Sequence[int]:
-        return _connected_flat(self.cell_spec) if self.skip_disconnected else range(self.cell_spec.size)
+    def arch_values(self, arch: str) -> tuple[str, ...]:
+        return tuple(op for op, _ in parse_arch(arch, self.cell_spec))
 
-    def enumerate(self) -> Iterator[str]:
-        for flat in self._flat_members():
-            yield self.decode(_flat_to_code(flat, self.cell_spec))
-
-    def size(self) -> int:
-        return len(self._flat_members())
-
-    def sample(self, n: int, seed: int) -> list[str]:
-        """Uniform without replacement over the members, via ``random.Random(seed)``.
-
-        Drawing from the member list (rather than rejecting disconnected draws)
-        gives the same uniform distribution and stays fast when ``n`` is close
-        to the space size.
-        """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"{self.name}: number of archs to sample must be an integer >= 0, got {n!r}")
-        available = self.size()
-        if n > available:
-            raise ConfigError(
-                f"{self.name}: cannot sample {n} distinct archs, the space has only {available}"
-                f"{' connected' if self.skip_disconnected else ''} archs"
-            )
-        flats = random.Random(seed).sample(self._flat_members(), n)
-        return [self.decode(_flat_to_code(f, self.cell_spec)) for f in flats]
-
-    # -- codec --------------------------------------------------------------
-
-    def encode(self, arch: str) -> tuple[int, ...]:
-        """Index of each edge's op in the spec's op list, in edge order."""
-        return tuple(self.cell_spec.ops.index(op) for op, _ in parse_arch(arch, self.cell_spec))
-
-    def cardinalities(self) -> tuple[int, ...]:
-        return (len(self.cell_spec.ops),) * self.cell_spec.num_edges
-
-    def decode(self, code: Sequence[int]) -> str:
+    def arch_string(self, values: Sequence[str]) -> str:
         spec = self.cell_spec
-        try:
-            code = tuple(code)
-        except TypeError:
-            code = None  # reported below
-        if code is None or len(code) != spec.num_edges or not all(_is_index(c, len(spec.ops)) for c in code):
-            raise ArchError(
-                f"invalid {spec.name} code {code!r}: expected {spec.num_edges} integers in 0..{len(spec.ops) - 1}"
-                f" (indices into ops {', '.join(spec.ops)})"
-            )
-        pairs, k = [], 0
-        for j in range(1, spec.nodes):
-            for i in range(j):
-                pairs.append((spec.ops[int(code[k])], i))
-                k += 1
-        return format_arch(pairs, spec)
+        if len(values) != spec.num_edges:
+            raise _fail(tuple(values), f"got {len(values)} ops, expected {spec.num_edges}", spec)
+        inputs = (i for j in range(1, spec.nodes) for i in range(j))
+        return format_arch(tuple(zip(values, inputs)), spec)
+
+    @property
+    def filtered(self) -> bool:
+        return self.skip_disconnected
+
+    def accepts(self, code: tuple[int, ...]) -> bool:
+        return not self.skip_disconnected or _connected(code, self.cell_spec)
+
+    def rejection(self, arch: str) -> str:
+        return (
+            f"arch {arch!r} is not in this space: its output is disconnected from its input"
+            " (all paths pass through 'none') and skip_disconnected is true"
+        )
+
+    @property
+    def member_adjective(self) -> str:
+        return " connected" if self.skip_disconnected else ""
+
+    @property
+    def label(self) -> str:
+        return self.cell_spec.name
+
+    def code_help(self) -> str:
+        ops = self.cell_spec.ops
+        return f"in 0..{len(ops) - 1} (indices into ops {', '.join(ops)})"
 
     # -- networks -----------------------------------------------------------
 
     def build(self, arch: str, *, in_channels: int, num_classes: int, image_size: int) -> torch.nn.Module:
         """The NB201 network; it is size-agnostic (global pooling), so ``image_size`` is only checked."""
-        from proxynas.spaces.nb201_network import NB201Network
-
         sizes = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
         for key, value in sizes.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

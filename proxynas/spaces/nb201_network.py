@@ -8,74 +8,21 @@ We re-implement it (rather than depend on the benchmark's package) so that the
 cell ops are registry plug-ins and the network accepts any input channel count
 and image size; with C=16, N=5, 3 input channels and 10 classes its parameter
 count equals the benchmark's ``params_MB`` (checked in the tests).
+
+The network takes a cell as ``(op, input)`` pairs, not as a string: parsing is
+the space's job (``NB201Space.build``, :func:`proxynas.spaces.nb201.parse_arch`),
+so this module needs only the ops and the space can import it without a cycle.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, Union
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from proxynas.errors import ArchError
-from proxynas.registry import Registry
-from proxynas.spaces.nb201 import parse_arch
-
-#: Cell-op factories ``channels -> module``; every op keeps shape (stride 1, C -> C).
-CELL_OPS: Registry[Callable[[int], nn.Module]] = Registry("cell op")
-
-
-class ReLUConvBN(nn.Sequential):
-    """ReLU -> Conv (no bias; BN follows) -> BN, NB201's ``nor_conv`` ordering.
-
-    The ReLU is not in-place: a node's features feed several edges.
-    """
-
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(c_out),
-        )
-
-
-class Zero(nn.Module):
-    """The ``none`` op: zeros of the input's shape.
-
-    Multiplying by 0 (as NB201 does) instead of ``torch.zeros_like`` keeps the
-    input in the autograd graph, so upstream parameters get zero gradients
-    rather than ``None`` -- gradient-based zero-cost proxies rely on that.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.0)
-
-
-@CELL_OPS.register("none")
-def _none(channels: int) -> nn.Module:
-    return Zero()
-
-
-@CELL_OPS.register("skip_connect")
-def _skip(channels: int) -> nn.Module:
-    return nn.Identity()
-
-
-@CELL_OPS.register("nor_conv_1x1")
-def _conv1x1(channels: int) -> nn.Module:
-    return ReLUConvBN(channels, channels, 1)
-
-
-@CELL_OPS.register("nor_conv_3x3")
-def _conv3x3(channels: int) -> nn.Module:
-    return ReLUConvBN(channels, channels, 3)
-
-
-@CELL_OPS.register("avg_pool_3x3")
-def _avg_pool(channels: int) -> nn.Module:
-    # count_include_pad=False as in the benchmark's code: border pixels are
-    # averaged over real neighbours only, not diluted by zero padding.
-    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+from proxynas.spaces.nb201_ops import CELL_OPS, ReLUConvBN
 
 
 def _nodes_for(num_edges: int) -> int:
@@ -141,13 +88,18 @@ class ResidualReduction(nn.Module):
 class NB201Network(nn.Module):
     """Stem, 3 stages of ``cells_per_stage`` cells (C, 2C, 4C), BN-ReLU, pool, linear.
 
-    ``arch`` is a canonical NB201 string or its ``(op, input)`` pairs (pairs let
-    variant cell spaces with other node counts reuse this skeleton).
+    ``arch`` is the cell's ``(op, input)`` pairs in NB201 edge order, e.g.
+    ``parse_arch("|nor_conv_3x3~0|+|...")``; any complete-DAG cell works, so
+    variant cell spaces with other node counts reuse this skeleton.
+
+    Features (for zero-cost proxies, cf. NASLib's ``forward_before_global_avg_pool``):
+    :meth:`forward_features` returns F_0 (the stem's output, the first cell's
+    input) then the output of every cell and reduction block.
     """
 
     def __init__(
         self,
-        arch: Union[str, Sequence[tuple[str, int]]],
+        arch: Sequence[tuple[str, int]],
         channels: int = 16,
         cells_per_stage: int = 5,
         in_channels: int = 3,
@@ -163,7 +115,10 @@ class NB201Network(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"NB201Network: {key} must be an integer >= 1, got {value!r}")
         if isinstance(arch, str):
-            arch = parse_arch(arch)
+            raise ArchError(
+                "NB201Network takes the cell's (op, input) pairs, not a string:"
+                " pass proxynas.spaces.parse_arch(arch), or build it with NB201Space.build"
+            )
         self.arch_pairs = tuple((str(op), int(i)) for op, i in arch)
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
@@ -182,10 +137,20 @@ class NB201Network(nn.Module):
         self.classifier = nn.Linear(c, num_classes)
         self.feature_dim = c
 
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """F_0..F_L: the stem's output, then the output of each cell / reduction block."""
+        feats = [self.stem(x)]
+        for block in self.cells:
+            feats.append(block(feats[-1]))
+        return feats
+
+    def forward_before_global_avg_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map ``[B, 4C, H/4, W/4]``, after the final BN-ReLU, before pooling."""
+        return self.lastact(self.cells(self.stem(x)))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled ``[B, 4C]`` features that the classifier sees."""
-        x = self.lastact(self.cells(self.stem(x)))
-        return self.pool(x).flatten(1)
+        return self.pool(self.forward_before_global_avg_pool(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -30,7 +30,7 @@ def uniform(op: str) -> str:
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16), (3, 32, 32)])
 def test_forward_backward(arch, shape):
     torch.manual_seed(0)
-    net = NB201Network(arch, channels=4, cells_per_stage=2, in_channels=shape[0], num_classes=5)
+    net = NB201Network(parse_arch(arch), channels=4, cells_per_stage=2, in_channels=shape[0], num_classes=5)
     x = torch.randn(2, *shape)
     logits = net(x)
     assert logits.shape == (2, 5)
@@ -46,13 +46,13 @@ def test_forward_backward(arch, shape):
 
 @pytest.mark.parametrize("size", [9, 15])
 def test_odd_image_sizes(size):
-    net = NB201Network(MIXED[0], channels=4, cells_per_stage=1, in_channels=3, num_classes=2)
+    net = NB201Network(parse_arch(MIXED[0]), channels=4, cells_per_stage=1, in_channels=3, num_classes=2)
     assert net(torch.randn(2, 3, size, size)).shape == (2, 2)
 
 
 def test_features_feed_the_classifier():
     torch.manual_seed(0)
-    net = NB201Network(MIXED[0], channels=4, cells_per_stage=1, in_channels=3, num_classes=7).eval()
+    net = NB201Network(parse_arch(MIXED[0]), channels=4, cells_per_stage=1, in_channels=3, num_classes=7).eval()
     x = torch.randn(3, 3, 16, 16)
     feats = net.features(x)
     assert feats.shape == (3, 16) == (3, net.feature_dim)
@@ -71,9 +71,9 @@ def test_all_none_output_ignores_the_input(train):
     """
     torch.manual_seed(0)
     x1, x2 = torch.randn(4, 3, 16, 16), 5 * torch.randn(4, 3, 16, 16)
-    dead = NB201Network(ALL_NONE, channels=4, cells_per_stage=2, in_channels=3, num_classes=3).train(train)
+    dead = NB201Network(parse_arch(ALL_NONE), channels=4, cells_per_stage=2, in_channels=3, num_classes=3).train(train)
     assert torch.allclose(dead(x1), dead(x2))
-    live = NB201Network(MIXED[0], channels=4, cells_per_stage=2, in_channels=3, num_classes=3).train(train)
+    live = NB201Network(parse_arch(MIXED[0]), channels=4, cells_per_stage=2, in_channels=3, num_classes=3).train(train)
     assert not torch.allclose(live(x1), live(x2))
     # the stem is cut off: gradients reach it but are exactly zero
     dead.zero_grad()
@@ -81,24 +81,44 @@ def test_all_none_output_ignores_the_input(train):
     assert dead.stem[0].weight.grad is not None and not dead.stem[0].weight.grad.any()
 
 
-def test_string_and_pairs_build_the_same_network():
+def test_the_space_builds_the_network_of_the_parsed_cell():
     torch.manual_seed(0)
-    a = NB201Network(MIXED[1], channels=4, cells_per_stage=1)
+    a = NB201Space(channels=4, cells_per_stage=1).build(MIXED[1], in_channels=3, num_classes=10, image_size=8)
     torch.manual_seed(0)
     b = NB201Network(parse_arch(MIXED[1]), channels=4, cells_per_stage=1)
     x = torch.randn(2, 3, 8, 8)
+    assert a.arch_pairs == b.arch_pairs == parse_arch(MIXED[1])
     assert torch.equal(a.eval()(x), b.eval()(x))
+    # parsing is the space's job: a string is refused, pointing at parse_arch
+    with pytest.raises(ArchError, match="parse_arch"):
+        NB201Network(MIXED[1])
+
+
+def test_forward_features_are_the_stem_then_each_block():
+    torch.manual_seed(0)
+    net = NB201Network(parse_arch(MIXED[0]), channels=4, cells_per_stage=2, in_channels=3, num_classes=7).eval()
+    x = torch.randn(3, 3, 16, 16)
+    feats = net.forward_features(x)
+    # stem, 2 cells, reduction, 2 cells, reduction, 2 cells
+    assert [tuple(f.shape[1:]) for f in feats] == [(4, 16, 16)] * 3 + [(8, 8, 8)] * 3 + [(16, 4, 4)] * 3
+    assert torch.equal(feats[0], net.stem(x))
+    assert torch.equal(feats[-1], net.cells(net.stem(x)))
+    last = net.forward_before_global_avg_pool(x)
+    assert torch.equal(last, net.lastact(feats[-1]))
+    assert torch.allclose(last.mean(dim=(2, 3)), net.features(x))
 
 
 def test_network_rejects_bad_arch_and_settings():
     with pytest.raises(ArchError, match="unknown op"):
-        NB201Network(MIXED[0].replace("avg_pool_3x3", "max_pool_3x3"))
+        NB201Space().validate(MIXED[0].replace("avg_pool_3x3", "max_pool_3x3"))
+    with pytest.raises(ArchError, match="no implementation for op"):
+        NB201Network((("max_pool_3x3", 0),) + parse_arch(MIXED[0])[1:])
     with pytest.raises(ArchError, match="cannot form a cell"):
         NB201Network(parse_arch(MIXED[0])[:4])
     with pytest.raises(ArchError, match="edge order"):
         NB201Network((("none", 0), ("none", 1), ("none", 0)))
     with pytest.raises(ValueError, match="channels must be an integer >= 1"):
-        NB201Network(MIXED[0], channels=0)
+        NB201Network(parse_arch(MIXED[0]), channels=0)
     with pytest.raises(ValueError, match="in_channels must be an integer >= 1"):
         NB201Space().build(MIXED[0], in_channels=0, num_classes=10, image_size=32)
 
