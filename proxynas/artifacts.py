@@ -50,3 +50,18 @@ class Metrics:
     """Scalar metrics logged to the tracking store (NaN values are skipped)."""
 
     values: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluations:
+    """The scored architectures of one proxy row, recorded by the ledger hook as trials of a study.
+
+    Each record has ``arch``, ``code`` (the space's integer code), ``value``
+    and any extra scalars (reference, seconds, components), kept as trial user
+    attributes; ``cardinalities`` are the code positions' choice counts.
+    """
+
+    row: str
+    records: Sequence[Mapping[str, Any]]
+    cardinalities: Sequence[int]
+    attrs: Mapping[str, Any] = field(default_factory=dict)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from proxynas.errors import ProxynasError
+from proxynas.errors import ConfigError, ProxynasError
 
 
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
@@ -64,75 +64,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from proxynas.config import load_config
+    from proxynas.app import load_pipeline
 
-    overrides = list(args.overrides)
-    if args.cache_dir:
-        overrides.append(f"run.cache_dir={args.cache_dir}")
-    return load_config(args.pipeline, overrides)
-
-
-def build_runner(config, hooks=()):
-    from proxynas.device import resolve_device
-    from proxynas.engine import Cache, Runner
-    from proxynas.evaluation import default_workers
-    from proxynas.ledger import Ledger
-    from proxynas.pipeline import build_graph
-
-    ledger_uri = config.run.ledger
-    if ledger_uri.startswith("sqlite:///"):
-        Path(ledger_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.run.device)
-    return Runner(
-        build_graph(config),
-        Cache(Path(config.run.cache_dir)),
-        hooks=hooks,
-        resources={
-            "device": device,
-            "ledger": Ledger(ledger_uri),
-            "workers": config.run.workers or default_workers(device),
-        },
-    )
+    return load_pipeline(args.pipeline, args.overrides, cache_dir=args.cache_dir)
 
 
 def cmd_run(args) -> int:
-    from proxynas.config import dump_config, to_dict
+    from proxynas.app import build_runner, run_info, tracking_hooks
     from proxynas.engine import ConsoleHook
     from proxynas.report import format_report
 
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     config = _load(args)
-    hooks = [ConsoleHook()]
-    if not args.no_mlflow:
-        from proxynas.pipeline import is_tracked_output
-        from proxynas.tracking import MLflowHook
-
-        hooks.append(
-            MLflowHook(
-                args.tracking_uri or config.run.tracking_uri,
-                config.run.experiment,
-                tracked=is_tracked_output,
-            )
-        )
+    hooks = tracking_hooks(config, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow)
     runner = build_runner(config, hooks)
     start = time.perf_counter()
     if args.only:
         for name in args.only:
             runner.graph.stage(name)  # an unknown name fails here, with suggestions
         if "report" not in args.only:
-            build_runner(config, hooks[:1]).run(targets=args.only)
+            build_runner(config, [ConsoleHook()]).run(targets=args.only)
             print(f"wall time {time.perf_counter() - start:.1f} s (device {runner.resources['device']})")
             return 0
     if args.jobs > 1:
         _run_rows_in_processes(args, config)
-    outputs = runner.run(
-        targets=args.only or None,
-        run_info={
-            "name": config.run.name,
-            "pipeline": str(args.pipeline),
-            "config": to_dict(config),
-            "config_yaml": dump_config(config),
-        },
-    )
+    outputs = runner.run(targets=args.only or None, run_info=run_info(config, args.pipeline))
     print(format_report(outputs["report"]))
     print(f"wall time {time.perf_counter() - start:.1f} s (device {runner.resources['device']})")
     return 0
@@ -144,6 +101,7 @@ def _run_rows_in_processes(args, config) -> None:
     Stages several rows need run here first; afterwards every row is cached
     and the caller's normal, tracked run only loads them.
     """
+    from proxynas.app import build_runner
     from proxynas.engine import ConsoleHook, parallel
     from proxynas.errors import PipelineError
     from proxynas.evaluation import default_workers
@@ -176,6 +134,8 @@ def _run_rows_in_processes(args, config) -> None:
 
 
 def cmd_stages(args) -> int:
+    from proxynas.app import build_runner
+
     print(build_runner(_load(args)).format_status())
     return 0
 
@@ -219,8 +179,6 @@ def cmd_tune(args, *, finish: bool = True) -> int:
     tuner = Tuner(args.pipeline, overrides)
     config = tuner.config
     storage = args.storage or config.run.ledger
-    if storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     study = tuner.open(storage)
     callbacks = []
     if not args.no_mlflow:

@@ -32,6 +32,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 
 from proxynas.errors import ConfigError, DivergenceError
+from proxynas.storage import prepare_sqlite
 
 #: the system attribute RetryHeartbeatStaleTrialCallback puts on a retry (the failed trial's number)
 RETRY_ATTR = "failed_trial"
@@ -56,6 +57,7 @@ def open_storage(
         raise ConfigError(
             f"storage {url!r} is not a database URL; use sqlite:///path.db or postgresql://user@host/db"
         )
+    prepare_sqlite(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # several processes write one file: wait for the lock instead of failing at once

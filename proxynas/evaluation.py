@@ -16,6 +16,7 @@ them into values, and each result keeps its arch's components under
 from __future__ import annotations
 
 import multiprocessing
+import dataclasses
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -56,6 +57,19 @@ def _progress_info(proxy: Proxy, raw: Any) -> dict[str, float]:
     return {} if proxy.combines else {"value": raw}
 
 
+def _epochs(progress: Progress, index: int, total: int) -> Progress:
+    """The progress of one arch's training, reported as part of the population's (``arch``, ``epoch``).
+
+    Only in-process scoring reports epochs: forked workers report each arch
+    as it finishes.
+    """
+
+    def report(done: int, epochs: int, **info: float) -> None:
+        progress(index, total, arch=index + 1, epoch=f"{done}/{epochs}", **info)
+
+    return report
+
+
 def _results(proxy: Proxy, archs: list[str], scored: list[tuple[Any, float]]) -> list[dict[str, Any]]:
     raw = [r for r, _ in scored]
     if not proxy.combines:
@@ -86,7 +100,7 @@ def score_all(
     if not parallel:
         scored = []
         for i, arch in enumerate(archs):
-            scored.append(_score(proxy, ctx, arch))
+            scored.append(_score(proxy, dataclasses.replace(ctx, progress=_epochs(progress, i, len(archs))), arch))
             progress(i + 1, len(archs), **_progress_info(proxy, scored[-1][0]))
         return _results(proxy, archs, scored)
     out: dict[str, tuple[Any, float]] = {}

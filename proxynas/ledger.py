@@ -2,9 +2,16 @@
 
 One study per proxy row of a pipeline run, one trial per architecture: the
 trial's value is the proxy's score, the reference result and the costs are user
-attributes, and the architecture's encoding is the trial's parameters. Kept in
-Optuna's own storage (sqlite here, any RDB or journal file elsewhere), the same
-ledger later serves search, tuning and several workers without new plumbing.
+attributes, and the architecture's encoding is the trial's parameters (the
+same categorical parameters a search study uses, see
+:mod:`proxynas.search.encoding`). Kept in Optuna's own storage (sqlite here,
+any RDB or journal file elsewhere), the same ledger later serves search,
+tuning and several workers without new plumbing.
+
+Writing it is a runner hook (:class:`LedgerHook`), not work inside a stage: the
+hook records a stage's evaluations whenever the ledger lacks them -- also when
+the stage came from the cache, e.g. after pointing ``run.ledger`` at a new
+database.
 """
 
 from __future__ import annotations
@@ -13,16 +20,23 @@ import math
 from typing import Any, Mapping, Sequence
 
 import optuna
-from optuna.distributions import IntDistribution
+
+from proxynas.artifacts import Evaluations
+from proxynas.engine.hooks import Hook
+from proxynas.search.encoding import code_distributions, param_name
+from proxynas.storage import prepare_sqlite
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: study user attribute: the cache key of the stage whose evaluations the study holds
+SOURCE_KEY_ATTR = "proxynas.source_key"
 
 
 class Ledger:
     """Records evaluations in an Optuna storage (URL or storage object)."""
 
     def __init__(self, storage: str | optuna.storages.BaseStorage) -> None:
-        self.storage = optuna.storages.get_storage(storage) if isinstance(storage, str) else storage
+        self.storage = optuna.storages.get_storage(prepare_sqlite(storage)) if isinstance(storage, str) else storage
 
     def study(self, name: str, *, fresh: bool = False) -> optuna.Study:
         """The study ``name`` (created if needed; emptied first when ``fresh``)."""
@@ -51,14 +65,14 @@ class Ledger:
         study = self.study(study_name, fresh=True)
         for key, val in attrs.items():
             study.set_user_attr(key, val)
-        dists = {f"x{i}": IntDistribution(0, n - 1) for i, n in enumerate(cardinalities)}
+        dists = code_distributions(cardinalities)
         trials = []
         for ev in evaluations:
             value = float(ev["value"])
             extra = {k: v for k, v in ev.items() if k not in ("code", "value")}
             trials.append(
                 optuna.trial.create_trial(
-                    params={f"x{i}": int(c) for i, c in enumerate(ev["code"])},
+                    params={param_name(i): int(c) for i, c in enumerate(ev["code"])},
                     distributions=dists,
                     value=value if math.isfinite(value) else None,
                     state=(
@@ -79,3 +93,44 @@ class Ledger:
             {**t.user_attrs, "value": t.value}
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         ]
+
+    def holds(self, study_name: str, source_key: str, n_trials: int) -> bool:
+        """Whether study ``study_name`` already holds ``n_trials`` trials recorded from ``source_key``."""
+        try:
+            study = optuna.load_study(study_name=study_name, storage=self.storage)
+        except KeyError:
+            return False
+        return study.user_attrs.get(SOURCE_KEY_ATTR) == source_key and len(study.trials) == n_trials
+
+
+class LedgerHook(Hook):
+    """Records the :class:`~proxynas.artifacts.Evaluations` a stage outputs as ``<run>/<row>`` studies.
+
+    ``output`` names the stage output holding a list of them (the pipeline's
+    ``report`` stage). A study is (re)written whenever the ledger does not hold
+    exactly those evaluations from that stage's cache key, so a cached run
+    fills a new or emptied ledger, and an unchanged rerun writes nothing.
+    """
+
+    def __init__(self, ledger: Ledger, output: str = "evaluations") -> None:
+        self.ledger = ledger
+        self.output = output
+        self.run_name = "pipeline"
+        #: studies written by the last run (names), for callers and tests
+        self.written: list[str] = []
+
+    def before_pipeline(self, graph, run_info: dict[str, Any]) -> None:
+        self.run_name = str(run_info.get("name", self.run_name))
+        self.written = []
+
+    def after_stage(self, stage, key: str, outputs: Mapping[str, Any], seconds: float, cached: bool) -> None:
+        if self.output not in outputs:
+            return
+        evaluations: Sequence[Evaluations] = outputs[self.output]
+        for ev in evaluations:
+            name = f"{self.run_name}/{ev.row}"
+            if self.ledger.holds(name, key, len(ev.records)):
+                continue
+            self.ledger.record(name, ev.records, cardinalities=ev.cardinalities,
+                               attrs={**ev.attrs, SOURCE_KEY_ATTR: key})
+            self.written.append(name)

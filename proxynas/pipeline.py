@@ -12,11 +12,12 @@ content, so changing e.g. ``distill.methods.dm.iterations`` recomputes only
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
 
 import torch
 
-from proxynas.artifacts import Figure, Metrics, Table, Tensors
+from proxynas.artifacts import Evaluations, Figure, Metrics, Table, Tensors
 from proxynas.config.pipeline import PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits, ImageData
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
@@ -108,7 +109,11 @@ def evaluate(
     summary: Summary | None = None,
     progress: Progress = null_progress,
 ) -> list[dict[str, Any]]:
-    """Score every architecture with one proxy; ``[{arch, value, seconds}]``."""
+    """Score every architecture with one proxy; ``[{arch, value, seconds}]``.
+
+    ``progress`` hears about every finished architecture and, when they run in
+    this process, about every epoch of the one in training (``epoch``/``loss``).
+    """
     ctx = ProxyContext(
         space=params["space"],
         dataset=dataset,
@@ -131,26 +136,30 @@ def report(
     archs: list[str],
     reference: list[dict[str, Any]],
     params: Mapping[str, Any],
-    ledger=None,
     **inputs: Any,
 ) -> dict[str, Any]:
-    """Rank preservation of every proxy row against the reference, plus plots and the ledger."""
+    """Rank preservation of every proxy row against the reference, plots, and the rows' evaluations.
+
+    The evaluations (one :class:`~proxynas.artifacts.Evaluations` per row) are
+    what the ledger hook records; this stage writes nowhere itself.
+    """
     cfg: ReportConfig = params["report"]
     space: SearchSpace = params["space"]
     ref = [r["value"] for r in reference]
     ref_seconds = sum(r["seconds"] for r in reference)
     rows, metrics, per_arch = [], {}, {a: {"arch": a, "reference": r["value"]} for a, r in zip(archs, reference)}
-    scatter = {}
+    scatter, evaluations = {}, []
+    row: Row
     for row in params["rows"]:
-        scores = inputs[f"scores_{row['name']}"]
+        scores = inputs[row.scores]
         values = [s["value"] for s in scores]
-        distill_s = float(inputs[f"distill_seconds_{row['name']}"]) if row["distilled"] else 0.0
+        distill_s = float(inputs[row.distill_seconds]) if row.distill_seconds else 0.0
         m = rank_metrics(values, ref, k=cfg.top_k, n_boot=cfg.bootstrap, ci=cfg.ci, seed=cfg.seed)
         proxy_s = distill_s + sum(s["seconds"] for s in scores)
         rows.append(
             {
-                "proxy": row["name"],
-                "kind": row["kind"],
+                "proxy": row.name,
+                "kind": row.kind,
                 **m.as_dict(),
                 "mean_value": sum(values) / len(values),
                 "distill_seconds": distill_s,
@@ -159,17 +168,17 @@ def report(
             }
         )
         for key, val in m.as_dict().items():
-            metrics[f"{row['name']}.{key}"] = val
-        metrics[f"{row['name']}.proxy_seconds"] = proxy_s
+            metrics[f"{row.name}.{key}"] = val
+        metrics[f"{row.name}.proxy_seconds"] = proxy_s
         for a, s in zip(archs, scores):
-            per_arch[a][row["name"]] = s["value"]
-            per_arch[a][f"{row['name']}_seconds"] = s["seconds"]
-            per_arch[a].update(_components(row["name"], s))
-        scatter[row["name"]] = (values, ref)
-        if ledger is not None:
-            ledger.record(
-                f"{params['run_name']}/{row['name']}",
-                [
+            per_arch[a][row.name] = s["value"]
+            per_arch[a][f"{row.name}_seconds"] = s["seconds"]
+            per_arch[a].update(_components(row.name, s))
+        scatter[row.name] = (values, ref)
+        evaluations.append(
+            Evaluations(
+                row=row.name,
+                records=tuple(
                     {
                         "arch": a,
                         "code": space.encode(a),
@@ -177,13 +186,14 @@ def report(
                         "reference": r["value"],
                         "proxy_seconds": s["seconds"],
                         "reference_seconds": r["seconds"],
-                        **_components(row["name"], s),
+                        **_components(row.name, s),
                     }
                     for a, s, r in zip(archs, scores, reference)
-                ],
-                cardinalities=space.cardinalities(),
-                attrs={"proxy": row["name"], "kind": row["kind"]},
+                ),
+                cardinalities=tuple(space.cardinalities()),
+                attrs={"proxy": row.name, "kind": row.kind},
             )
+        )
     metrics["reference.mean"] = sum(ref) / len(ref)
     metrics["reference.seconds"] = ref_seconds
     summary = {
@@ -205,6 +215,7 @@ def report(
             "proxy_vs_reference",
             scatter_png(scatter, xlabel="proxy test accuracy %", ylabel="reference test accuracy %"),
         ),
+        EVALUATIONS: evaluations,
     }
 
 
@@ -214,7 +225,57 @@ def is_tracked_output(name: str) -> bool:
 
 
 # -- graph --------------------------------------------------------------------
-def build_graph(config: PipelineConfig) -> Graph:
+#: the report output the ledger hook records (one Evaluations per row)
+EVALUATIONS = "evaluations"
+REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One proxy row of the report, with the graph names that belong to it.
+
+    Search, report and ``--jobs`` read these instead of rebuilding names by
+    string formatting. ``distill_stage``/``summary``/``distill_seconds`` are set
+    for a distilled row only.
+    """
+
+    name: str
+    kind: Literal["distilled", "baseline"]
+    #: the stage that scores the archs, and its output
+    stage: str
+    scores: str
+    distill_stage: str | None = None
+    summary: str | None = None
+    distill_seconds: str | None = None
+
+    @property
+    def distilled(self) -> bool:
+        return self.kind == "distilled"
+
+
+@dataclass(frozen=True)
+class PipelineGraph:
+    """The stage graph of a pipeline and its proxy rows."""
+
+    graph: Graph
+    rows: tuple[Row, ...]
+    #: the stage (and output) holding the reference scores
+    reference: str = REFERENCE
+
+    def row(self, name: str) -> Row:
+        """The row called ``name`` (ConfigError naming the rows if there is none)."""
+        from proxynas.errors import ConfigError
+
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise ConfigError(
+            f"pipeline has no row {name!r}; choose one of: {', '.join(r.name for r in self.rows)}"
+            " (distill.methods or baselines)"
+        )
+
+
+def build_graph(config: PipelineConfig) -> PipelineGraph:
     """The stage graph of ``config``: one distill+proxy branch per method, one stage per baseline."""
     space = config.space
     stages = [
@@ -227,16 +288,26 @@ def build_graph(config: PipelineConfig) -> Graph:
             params={"space": space, "sample": config.sample},
         ),
     ]
-    rows = []
+    rows: list[Row] = []
     for name, method in config.distill.methods.items():
+        row = Row(
+            name=name,
+            kind="distilled",
+            stage=f"proxy_{name}",
+            scores=f"scores_{name}",
+            distill_stage=f"distill_{name}",
+            summary=f"summary_{name}",
+            distill_seconds=f"distill_seconds_{name}",
+        )
         distill_inputs, renames = ("dataset",), {}
         if isinstance(method, PreparedDistiller):
+            prepared, prepare_seconds = f"prepared_{name}", f"prepare_seconds_{name}"
             stages.append(
                 Stage(
                     f"prepare_{name}",
                     _bind(prepare, {}),
                     inputs=("dataset",),
-                    outputs=(f"prepared_{name}", f"prepare_seconds_{name}"),
+                    outputs=(prepared, prepare_seconds),
                     # keyed by the preparation settings only: tuning the distillation reuses the experts
                     params={
                         "row": name,
@@ -246,62 +317,63 @@ def build_graph(config: PipelineConfig) -> Graph:
                     },
                 )
             )
-            distill_inputs = ("dataset", f"prepared_{name}", f"prepare_seconds_{name}")
-            renames = {"prepared": f"prepared_{name}", "prepare_seconds": f"prepare_seconds_{name}"}
+            distill_inputs = ("dataset", prepared, prepare_seconds)
+            renames = {"prepared": prepared, "prepare_seconds": prepare_seconds}
         stages.append(
             Stage(
-                f"distill_{name}",
+                row.distill_stage,
                 _bind(distill, renames),
                 inputs=distill_inputs,
-                outputs=(f"summary_{name}", f"grid_{name}", f"tensors_{name}", f"distill_seconds_{name}"),
+                outputs=(row.summary, f"grid_{name}", f"tensors_{name}", row.distill_seconds),
                 params={"row": name, "method": method, "ipc": config.distill.ipc, "seed": config.distill.seed},
             )
         )
         stages.append(
             Stage(
-                f"proxy_{name}",
-                _bind(evaluate, {"summary": f"summary_{name}"}),
-                inputs=("archs", "dataset", f"summary_{name}"),
-                outputs=(f"scores_{name}",),
+                row.stage,
+                _bind(evaluate, {"summary": row.summary}),
+                inputs=("archs", "dataset", row.summary),
+                outputs=(row.scores,),
                 params={"proxy": config.proxy, "space": space, "seed": config.seed, "setting_prefix": "proxy"},
             )
         )
-        rows.append({"name": name, "kind": "distilled", "distilled": True})
+        rows.append(row)
     for name, proxy in config.baselines.items():
+        row = Row(name=name, kind="baseline", stage=f"baseline_{name}", scores=f"scores_{name}")
         stages.append(
             Stage(
-                f"baseline_{name}",
+                row.stage,
                 _bind(evaluate, {}),
                 inputs=("archs", "dataset"),
-                outputs=(f"scores_{name}",),
+                outputs=(row.scores,),
                 params={"proxy": proxy, "space": space, "seed": config.seed, "setting_prefix": f"baselines.{name}"},
             )
         )
-        rows.append({"name": name, "kind": "baseline", "distilled": False})
+        rows.append(row)
     stages.append(
         Stage(
-            "reference",
+            REFERENCE,
             _bind(evaluate, {}),
             inputs=("archs", "dataset"),
-            outputs=("reference",),
+            outputs=(REFERENCE,),
             params={"proxy": config.reference, "space": space, "seed": config.seed, "setting_prefix": "reference"},
         )
     )
-    report_inputs = ["archs", "reference"]
+    report_inputs = ["archs", REFERENCE]
     for row in rows:
-        report_inputs.append(f"scores_{row['name']}")
-        if row["distilled"]:
-            report_inputs.append(f"distill_seconds_{row['name']}")
+        report_inputs.append(row.scores)
+        if row.distill_seconds:
+            report_inputs.append(row.distill_seconds)
     stages.append(
         Stage(
             "report",
             report,
             inputs=tuple(report_inputs),
-            outputs=("report", "metrics", "results", "rank_table", "scatter"),
-            params={"report": config.report, "space": space, "rows": rows, "run_name": config.run.name},
+            outputs=("report", "metrics", "results", "rank_table", "scatter", EVALUATIONS),
+            params={"report": config.report, "space": space, "rows": tuple(rows)},
         )
     )
-    return Graph(stages)
+    return PipelineGraph(Graph(stages), tuple(rows))
 
 
 def _bind(func, renames: Mapping[str, str]):

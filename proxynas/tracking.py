@@ -11,21 +11,35 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from proxynas.artifacts import Figure, Metrics, Table, Tensors
 from proxynas.config.typed import flatten, to_dict
 from proxynas.engine.hooks import Hook
+from proxynas.storage import prepare_sqlite, sqlite_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
 def _artifact_root(tracking_uri: str) -> str | None:
     """Keep artifacts beside a local sqlite store (under ``mlruns/``), not in the CWD."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///") :])
-        return (db.parent.resolve() / "artifacts").as_uri()
-    return None
+    db = sqlite_path(tracking_uri)
+    return (db.parent.resolve() / "artifacts").as_uri() if db is not None else None
+
+
+def open_experiment(tracking_uri: str, experiment: str):
+    """``(client, experiment_id)`` of ``experiment`` in the store at ``tracking_uri``, created if needed.
+
+    The one place an MLflow store is opened: a local sqlite store gets its
+    folder, and a new experiment keeps its artifacts beside the database.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=prepare_sqlite(tracking_uri))
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return client, exp.experiment_id
+    return client, client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
 
 
 def _params(data: Mapping[str, Any]) -> dict[str, str]:
@@ -44,33 +58,17 @@ class MLflowHook(Hook):
     ) -> None:
         """``tracked(output_name)`` says which outputs of a *cached* stage to load and log
         again (so a re-run's MLflow run is complete without loading big cached data)."""
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self._mlflow = mlflow
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client, self.experiment_id = open_experiment(tracking_uri, experiment)
         self.tracking_uri = tracking_uri
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id
-            if exp is not None
-            else self.client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
-        )
         self.tracked = tracked
         self.parent_id: str | None = None
         self._stage_runs: dict[str, str] = {}
 
     # -- pipeline ---------------------------------------------------------
     def before_pipeline(self, graph, run_info: dict) -> None:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_info.get("name", "pipeline"),
-            tags={"proxynas.pipeline": str(run_info.get("pipeline", ""))},
-        )
-        self.parent_id = run.info.run_id
-        self._log_params(self.parent_id, run_info.get("config", {}))
+        self.parent_id = self.start_run(run_info.get("name", "pipeline"),
+                                        tags={"proxynas.pipeline": str(run_info.get("pipeline", ""))})
+        self.log_params(self.parent_id, run_info.get("config", {}))
         if "config_yaml" in run_info:
             self.client.log_text(self.parent_id, run_info["config_yaml"], "config.yaml")
 
@@ -84,30 +82,25 @@ class MLflowHook(Hook):
 
     # -- stages -----------------------------------------------------------
     def before_stage(self, stage, key: str, cached: bool) -> None:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=stage.name,
-            tags={
-                "mlflow.parentRunId": self.parent_id or "",
-                "proxynas.stage": stage.name,
-                "proxynas.cache_key": key,
-                "proxynas.cached": str(cached),
-            },
+        run_id = self.start_run(
+            stage.name,
+            tags={"proxynas.stage": stage.name, "proxynas.cache_key": key, "proxynas.cached": str(cached)},
+            parent=self.parent_id,
         )
-        self._stage_runs[stage.name] = run.info.run_id
+        self._stage_runs[stage.name] = run_id
         params = to_dict(stage.params)
         if isinstance(params, Mapping):
-            self._log_params(run.info.run_id, params)
+            self.log_params(run_id, params)
 
     def after_stage(self, stage, key: str, outputs: dict, seconds: float, cached: bool) -> None:
         run_id = self._stage_runs.pop(stage.name)
-        self._log_metrics(run_id, {"stage_seconds": seconds})
+        self.log_metrics(run_id, {"stage_seconds": seconds})
         names = [n for n in outputs if not cached or self.tracked(n)]
         for name in names:
             value = outputs[name]
             for target in (run_id, self.parent_id):
                 if target:
-                    self._log_output(target, value)
+                    self.log_output(target, value)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_stage_error(self, stage, key: str, error: BaseException) -> None:
@@ -116,15 +109,28 @@ class MLflowHook(Hook):
             self.client.set_tag(run_id, "proxynas.error", str(error)[:5000])
             self.client.set_terminated(run_id, "FAILED")
 
-    # -- helpers ----------------------------------------------------------
-    def _log_params(self, run_id: str, data: Mapping[str, Any]) -> None:
+    # -- logging, also used by search and tune ---------------------------
+    def start_run(self, name: str, tags: Mapping[str, str] = {}, parent: str | None = None) -> str:
+        """A new run of this hook's experiment, nested under run ``parent`` if given; its id.
+
+        End it with :meth:`end_run`.
+        """
+        tags = {**tags, "mlflow.parentRunId": parent} if parent else dict(tags)
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    def log_params(self, run_id: str, data: Mapping[str, Any]) -> None:
+        """The flattened ``data`` as params of ``run_id`` (values cut to MLflow's limit)."""
         from mlflow.entities import Param
 
         params = [Param(k, v) for k, v in _params(data).items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i : i + 100])
 
-    def _log_metrics(self, run_id: str, values: Mapping[str, float]) -> None:
+    def log_metrics(self, run_id: str, values: Mapping[str, float]) -> None:
+        """Finite scalar ``values`` as metrics of ``run_id`` at step 0."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -136,9 +142,22 @@ class MLflowHook(Hook):
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
 
-    def _log_output(self, run_id: str, value: Any) -> None:
+    def log_history(
+        self, run_id: str, name: str, values: Sequence[float], steps: Sequence[int] | None = None
+    ) -> None:
+        """``values`` as the history of metric ``name`` at ``steps`` (default 1, 2, ...); NaNs are skipped."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        steps = steps if steps is not None else range(1, len(values) + 1)
+        history = [Metric(name, float(v), now, int(s)) for s, v in zip(steps, values) if math.isfinite(v)]
+        for i in range(0, len(history), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=history[i : i + 1000])
+
+    def log_output(self, run_id: str, value: Any) -> None:
+        """A typed stage output (Metrics, Table, Figure, Tensors, or a mapping of them) on ``run_id``."""
         if isinstance(value, Metrics):
-            self._log_metrics(run_id, value.values)
+            self.log_metrics(run_id, value.values)
         elif isinstance(value, Table):
             self.client.log_text(run_id, value.to_csv(), f"{value.name}.csv")
         elif isinstance(value, (Figure, Tensors)):
@@ -155,7 +174,7 @@ class MLflowHook(Hook):
         elif isinstance(value, Mapping):
             for item in value.values():
                 if isinstance(item, (Metrics, Table, Figure, Tensors)):
-                    self._log_output(run_id, item)
+                    self.log_output(run_id, item)
 
 
 class MLflowTrialCallback:
@@ -164,53 +183,34 @@ class MLflowTrialCallback:
     Our own, because optuna-integration's ``MLflowCallback`` is deprecated and
     logs flat runs: here every trial is a child of one parent run (a tuning or
     search session), with its parameters, value, state and intermediate values
-    (as a metric history), so ``mlflow ui`` shows the study as one tree.
+    (as a metric history), so ``mlflow ui`` shows the study as one tree. It logs
+    through :class:`MLflowHook`'s public methods, as ``proxynas run`` does.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, parent_name: str, params: Mapping[str, Any] = {}) -> None:
-        from mlflow.tracking import MlflowClient
-
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id
-            if exp is not None
-            else self.client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
-        )
-        parent = self.client.create_run(self.experiment_id, run_name=parent_name)
-        self.parent_id = parent.info.run_id
+        self.tracker = MLflowHook(tracking_uri, experiment)
+        self.client = self.tracker.client
+        self.parent_id = self.tracker.start_run(parent_name)
         if params:
-            self._log_batch(self.parent_id, params=_params(params))
-
-    def _log_batch(self, run_id: str, *, params=None, metrics=None) -> None:
-        from mlflow.entities import Metric, Param
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            params=[Param(k, v) for k, v in (params or {}).items()],
-            metrics=[Metric(k, v, now, step) for k, v, step in (metrics or [])],
-        )
+            self.tracker.log_params(self.parent_id, params)
 
     def __call__(self, study, trial) -> None:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial {trial.number}",
-            tags={"mlflow.parentRunId": self.parent_id, "optuna.study": study.study_name,
-                  "optuna.state": trial.state.name},
+        run_id = self.tracker.start_run(
+            f"trial {trial.number}",
+            tags={"optuna.study": study.study_name, "optuna.state": trial.state.name},
+            parent=self.parent_id,
         )
-        metrics = [("intermediate_value", float(v), int(step)) for step, v in trial.intermediate_values.items()
-                   if math.isfinite(v)]
-        for i, value in enumerate(trial.values or []):
-            if math.isfinite(value):
-                metrics.append(("value" if i == 0 else f"value_{i}", float(value), 0))
+        self.tracker.log_params(run_id, {k: str(v) for k, v in trial.params.items()})
+        steps = sorted(trial.intermediate_values)
+        if steps:
+            self.tracker.log_history(run_id, "intermediate_value", [trial.intermediate_values[s] for s in steps],
+                                     steps=steps)
+        values = {("value" if i == 0 else f"value_{i}"): v for i, v in enumerate(trial.values or [])}
         if trial.duration is not None:
-            metrics.append(("seconds", trial.duration.total_seconds(), 0))
-        self._log_batch(run.info.run_id, params={k: str(v) for k, v in trial.params.items()}, metrics=metrics)
-        self.client.set_terminated(run.info.run_id, status="FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
+            values["seconds"] = trial.duration.total_seconds()
+        self.tracker.log_metrics(run_id, values)
+        self.tracker.end_run(run_id, "FINISHED" if trial.state.name == "COMPLETE" else "KILLED")
 
     def finish(self, metrics: Mapping[str, float]) -> None:
-        self._log_batch(self.parent_id, metrics=[(k, float(v), 0) for k, v in metrics.items()])
-        self.client.set_terminated(self.parent_id)
+        self.tracker.log_metrics(self.parent_id, metrics)
+        self.tracker.end_run(self.parent_id)

@@ -28,3 +28,27 @@ def test_recording_again_replaces_the_study(tmp_path):
     ledger.record("s", ev, cardinalities=(2,))
     ledger.record("s", ev, cardinalities=(2,))
     assert len(ledger.evaluations("s")) == 1
+
+
+def test_ledger_trials_seed_a_search_study(tmp_path):
+    """Ledger and search encode an arch with the same distributions, so evaluations can seed a search."""
+    from proxynas.search.encoding import arch_distributions, suggest_code
+    from proxynas.spaces import NB201Space
+
+    space = NB201Space(channels=4, cells_per_stage=1)
+    archs = space.sample(6, seed=0)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    evaluated = ledger.record(
+        "run/dm",
+        [{"arch": a, "code": space.encode(a), "value": float(i)} for i, a in enumerate(archs)],
+        cardinalities=space.cardinalities(),
+    )
+    assert evaluated.trials[0].distributions == arch_distributions(space)
+    search = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=3))
+    search.add_trials(evaluated.trials)  # Optuna refuses a parameter with two distribution kinds
+    for _ in range(2):
+        trial = search.ask()
+        code = suggest_code(trial, space)
+        search.tell(trial, 0.0)
+        assert space.decode(code) in set(space.enumerate())
+    assert len(search.trials) == 8

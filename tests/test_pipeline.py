@@ -44,12 +44,30 @@ def _args(overrides):
 
 
 def test_graph_has_a_branch_per_method_and_baseline():
-    graph = build_graph(load_config(QUICKSTART))
-    names = [s.name for s in graph.order()]
+    pipeline = build_graph(load_config(QUICKSTART))
+    names = [s.name for s in pipeline.graph.order()]
     for m in ("dm", "random", "herding", "kcenter"):
         assert names.index(f"distill_{m}") < names.index(f"proxy_{m}") < names.index("report")
     assert "baseline_params" in names and "reference" in names
     assert names[-1] == "report"
+
+
+def test_graph_rows_name_their_stages_and_outputs():
+    from proxynas.errors import ConfigError
+
+    pipeline = build_graph(load_config(QUICKSTART))
+    graph = pipeline.graph
+    assert [r.name for r in pipeline.rows] == ["dm", "random", "herding", "kcenter", "params"]
+    dm = pipeline.row("dm")
+    assert dm.distilled and graph.producer(dm.summary).name == dm.distill_stage
+    assert graph.producer(dm.scores).name == dm.stage and dm.summary in graph.stage(dm.stage).inputs
+    assert graph.producer(dm.distill_seconds).name == dm.distill_stage
+    params = pipeline.row("params")
+    assert not params.distilled and params.summary is None and graph.producer(params.scores).name == params.stage
+    report_inputs = set(graph.stage("report").inputs)
+    assert {r.scores for r in pipeline.rows} <= report_inputs and pipeline.reference in report_inputs
+    with pytest.raises(ConfigError, match="no row 'dmm'; choose one of: dm, random"):
+        pipeline.row("dmm")
 
 
 def test_run_tracks_mlflow_and_ledger_and_reruns_from_cache(tiny, tmp_path, capsys):
@@ -87,14 +105,16 @@ def test_run_tracks_mlflow_and_ledger_and_reruns_from_cache(tiny, tmp_path, caps
     assert all(0 <= t.user_attrs["reference"] <= 100 for t in trials)
     assert all(t.user_attrs["proxy_seconds"] > 0 for t in trials)
 
-    # Second run: everything cached
+    # Second run: everything cached, and the cache gives back the same results
     assert main(["run", str(QUICKSTART), *_args(tiny), "--no-mlflow"]) == 0
-    err = capsys.readouterr().err
-    assert err.count("cached") >= len(build_graph(load_config(QUICKSTART, tiny)).order())
+    again = capsys.readouterr()
+    stages = build_graph(load_config(QUICKSTART, tiny)).graph.order()
+    assert again.err.count(" cached") == len(stages) and "done in" not in again.err
+    assert again.out.split("wall time")[0] == out.split("wall time")[0]  # the same rank table, digit for digit
 
 
 def test_changing_one_setting_recomputes_only_its_branch(tiny, capsys):
-    from proxynas.cli import build_runner
+    from proxynas.app import build_runner
 
     base = load_config(QUICKSTART, tiny)
     build_runner(base).run()
@@ -123,7 +143,7 @@ def test_cli_reports_config_errors_in_one_line(capsys):
 
 
 def test_expert_trajectories_are_their_own_cached_stage(tiny):
-    from proxynas.cli import build_runner
+    from proxynas.app import build_runner
 
     mtt = (
         "distill.methods.mtt={iterations: 2, syn_steps: 2, expert_epochs: 1, max_start_epoch: 1, "
@@ -144,7 +164,7 @@ def test_expert_trajectories_are_their_own_cached_stage(tiny):
 
 
 def test_jobs_runs_rows_in_processes_and_a_failed_row_keeps_the_others(tiny, tmp_path, capsys):
-    from proxynas.cli import build_runner
+    from proxynas.app import build_runner
 
     bad = "baselines.broken={name: nb201_table, path: /nonexistent/nb201.csv.gz, column: cifar10_test_200ep}"
     assert main(["run", str(QUICKSTART), *_args(tiny + [bad]), "--jobs", "3"]) == 2
@@ -169,7 +189,7 @@ def test_jobs_runs_rows_in_processes_and_a_failed_row_keeps_the_others(tiny, tmp
 
 
 def test_only_runs_one_stage_and_its_upstream(tiny, capsys):
-    from proxynas.cli import build_runner
+    from proxynas.app import build_runner
 
     assert main(["run", str(QUICKSTART), *_args(tiny), "--no-mlflow", "--only", "proxy_random"]) == 0
     assert "Spearman" not in capsys.readouterr().out
@@ -185,3 +205,61 @@ def test_mtt_start_epoch_beyond_expert_training_fails_at_load():
     mtt = "distill.methods.mtt={expert_train_epochs: 5, max_start_epoch: 5, expert_epochs: 2}"
     with pytest.raises(ConfigError, match=r"distill\.methods\.mtt.*expert_train_epochs is 5"):
         load_config(QUICKSTART, [mtt])
+
+
+@pytest.mark.parametrize(
+    "plugin, recomputed",
+    [
+        ("DM", {"distill_dm", "proxy_dm", "report"}),
+        ("TrainProxy", {"proxy_dm", "proxy_random", "proxy_herding", "proxy_kcenter", "reference", "report"}),
+        ("ParamsProxy", {"baseline_params", "report"}),
+        ("NB201Space", {"sample_archs", "proxy_dm", "proxy_random", "proxy_herding", "proxy_kcenter",
+                        "baseline_params", "reference", "report"}),
+    ],
+)
+def test_a_plugin_version_bump_recomputes_exactly_the_stages_that_use_it(tiny, monkeypatch, plugin, recomputed):
+    import proxynas.distill
+    import proxynas.proxies
+    import proxynas.spaces
+    from proxynas.app import build_runner
+
+    config = load_config(QUICKSTART, tiny)
+    build_runner(config).run()
+    cls = next(getattr(m, plugin) for m in (proxynas.distill, proxynas.proxies, proxynas.spaces) if hasattr(m, plugin))
+    monkeypatch.setattr(cls, "version", "2")
+    pending = {s.name for s in build_runner(config).status() if not s.cached}
+    assert pending == recomputed
+
+
+def test_a_dataset_version_bump_recomputes_everything_that_reads_the_data(tiny, monkeypatch):
+    from proxynas.app import build_runner
+    from proxynas.data import Digits
+
+    config = load_config(QUICKSTART, tiny)
+    runner = build_runner(config)
+    runner.run()
+    monkeypatch.setattr(Digits, "version", "2")
+    pending = {s.name for s in build_runner(config).status() if not s.cached}
+    assert pending == {s.name for s in runner.graph.order()} - {"sample_archs"}
+
+
+def test_the_ledger_is_filled_from_the_cache_when_it_lacks_the_run(tiny, tmp_path, capsys):
+    from proxynas.app import build_runner, run_info, tracking_hooks
+    from proxynas.ledger import LedgerHook
+
+    def run(ledger_db):
+        config = load_config(QUICKSTART, tiny + [f"run.ledger=sqlite:///{tmp_path / ledger_db}"])
+        hooks = tracking_hooks(config, mlflow=False, console=False)
+        build_runner(config, hooks).run(run_info=run_info(config, QUICKSTART))
+        (hook,) = [h for h in hooks if isinstance(h, LedgerHook)]
+        return hook.written
+
+    rows = ["tiny/dm", "tiny/random", "tiny/herding", "tiny/kcenter", "tiny/params"]
+    assert run("first.db") == rows
+    assert run("first.db") == []  # the ledger holds this run already: nothing rewritten
+    # a new ledger: every stage is cached, and the hook still records the run
+    assert run("second.db") == rows
+    first = optuna.load_study(study_name="tiny/dm", storage=f"sqlite:///{tmp_path / 'first.db'}")
+    second = optuna.load_study(study_name="tiny/dm", storage=f"sqlite:///{tmp_path / 'second.db'}")
+    assert [t.params for t in second.trials] == [t.params for t in first.trials]
+    assert [t.value for t in second.trials] == [t.value for t in first.trials]

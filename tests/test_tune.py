@@ -102,6 +102,22 @@ def test_empty_or_bad_params_are_one_line_errors(tmp_path):
         Tuner(QUICKSTART, ["tune.params={run.workers: {choices: [1, 2]}}"], objective_factory=fake_factory([]))
 
 
+@pytest.mark.parametrize("key, why", [
+    ("reference.epochs", "the reference is computed once"),
+    ("data.val_fraction", "the dataset is loaded once"),
+    ("space.channels", "drawn from the space once"),
+    ("sample.num_archs", "drawn by tune.seed"),
+])
+def test_settings_a_trial_cannot_change_are_refused_in_one_line(key, why, capsys):
+    value = "{low: 0.1, high: 0.5}" if key == "data.val_fraction" else "{choices: [4, 8]}"
+    with pytest.raises(ConfigError, match=rf"tune: params: '{key}' cannot be tuned \(.*{why}") as info:
+        Tuner(QUICKSTART, [f"tune.params={{{key}: {value}}}"], objective_factory=fake_factory([]))
+    assert "\n" not in str(info.value)
+    assert main(["tune", str(QUICKSTART), "--set", f"tune.params={{{key}: {value}}}", "--no-mlflow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: tune: params") and "cannot be tuned" in err and "\n" not in err
+
+
 def test_tune_and_worker_commands_end_to_end(tmp_path, capsys):
     """Real proxies on tiny settings: a worker fills the study, tune scores the held-out set."""
     tiny = [

@@ -11,9 +11,10 @@ never touches files or trackers.
 42
 """
 
-from proxynas.engine.cache import Cache, CacheMiss, CacheWarning, canonical_json, stage_key, value_key
+from proxynas.engine.cache import Cache, CacheMiss, CacheWarning
 from proxynas.engine.graph import Graph, Stage
 from proxynas.engine.hooks import ConsoleHook, Hook
+from proxynas.engine.keys import canonical_json, stage_key, value_key
 from proxynas.engine.runner import Runner, RunOutputs, StageOutputError, StageStatus
 
 __all__ = [

@@ -6,16 +6,11 @@ folder beside them and renamed into place, so a crash at any moment (even
 ``kill -9``) leaves either a complete entry or none; stale temporary folders are
 ignored and removed by :meth:`Cache.clean_partial`.
 
-The key of a stage is a sha256 over the canonical JSON of its name, version,
-params, output names and the keys of the data it reads, so it changes exactly
-when something that determines the outputs changes.
+Keys come from :mod:`proxynas.engine.keys`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import hashlib
 import json
 import os
 import re
@@ -26,13 +21,11 @@ import uuid
 import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+from proxynas.engine.keys import canonical_json, canonicalize, stage_key, value_key
 from proxynas.errors import ProxynasError
-
-if TYPE_CHECKING:
-    from proxynas.engine.graph import Stage
 
 __all__ = [
     "Cache",
@@ -43,9 +36,6 @@ __all__ = [
     "stage_key",
     "value_key",
 ]
-
-#: Bump to invalidate every cache entry when the key recipe changes.
-KEY_FORMAT = 1
 
 _TMP_PREFIX = ".tmp-"
 _SAFE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -60,79 +50,6 @@ class CacheMiss(ProxynasError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-# -- canonical form ----------------------------------------------------------
-def canonicalize(obj: Any) -> Any:
-    """A JSON-able, order-independent form of ``obj`` for hashing.
-
-    Handles None, bool, int, str, float (by ``repr``, so exact and NaN-safe),
-    dataclasses (class qualname + fields), mappings (sorted keys), tuples/lists,
-    sets, paths and enums. Anything else raises TypeError naming the type.
-    """
-    if isinstance(obj, enum.Enum):  # first: IntEnum / StrEnum are ints / strs too
-        return {"__enum__": type(obj).__qualname__, "name": obj.name}
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return {"__float__": repr(obj)}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {
-            "__dataclass__": type(obj).__qualname__,
-            "fields": {f.name: canonicalize(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
-        }
-    if isinstance(obj, Mapping):
-        items = [(canonicalize(k), canonicalize(v)) for k, v in obj.items()]
-        if all(isinstance(k, str) for k, _ in items):
-            return {k: v for k, v in sorted(items, key=lambda kv: kv[0])}
-        items.sort(key=lambda kv: _dumps(kv[0]))
-        return {"__mapping__": [[k, v] for k, v in items]}
-    if isinstance(obj, (list, tuple)):
-        return [canonicalize(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return {"__set__": sorted((canonicalize(v) for v in obj), key=_dumps)}
-    if isinstance(obj, PurePath):
-        return {"__path__": obj.as_posix()}
-    raise TypeError(
-        f"cannot canonicalise a {type(obj).__module__}.{type(obj).__qualname__} for a cache key; "
-        "use a frozen dataclass, a mapping, a list/tuple, a Path, an enum or a scalar"
-    )
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON text of ``obj`` (see :func:`canonicalize`)."""
-    return _dumps(canonicalize(obj))
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def value_key(value: Any) -> str:
-    """Key of an external input given by value (TypeError if it is not canonicalisable)."""
-    return _sha256(_dumps({"format": KEY_FORMAT, "value": canonicalize(value)}))
-
-
-def stage_key(stage: "Stage", upstream_keys: Mapping[str, str]) -> str:
-    """Key of ``stage`` given the keys of its inputs (``input name -> key``)."""
-    missing = [i for i in stage.inputs if i not in upstream_keys]
-    if missing:
-        raise ValueError(f"stage {stage.name!r}: no upstream key for input {missing[0]!r}")
-    payload = {
-        "format": KEY_FORMAT,
-        "stage": stage.name,
-        "version": stage.version,
-        "params": canonicalize(stage.params),
-        "outputs": sorted(stage.outputs),
-        "inputs": {name: str(upstream_keys[name]) for name in sorted(stage.inputs)},
-    }
-    return _sha256(_dumps(payload))
 
 
 def _check_part(value: str, what: str) -> str:

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from proxynas.engine.keys import canonicalize
 from proxynas.errors import GraphError
 
 __all__ = ["Stage", "Graph", "StageSignature"]
@@ -228,8 +229,6 @@ class Graph:
                 "add one or drop the stage's params"
             )
         if stage.params is not None:
-            from proxynas.engine.cache import canonicalize  # local: cache imports graph
-
             try:
                 canonicalize(stage.params)
             except TypeError as exc:

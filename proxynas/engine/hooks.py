@@ -64,11 +64,17 @@ class ConsoleHook(Hook):
     ``stream`` defaults to the *current* ``sys.stderr`` at print time.
     """
 
-    def __init__(self, stream: TextIO | None = None, log_interval: float = 2.0) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, log_interval: float = 2.0, heartbeat: float = 30.0
+    ) -> None:
         self._stream = stream
         #: in logs (not a tty), progress lines come at most this often (seconds)
         self.log_interval = log_interval
+        #: in logs, a stage whose count does not move (an architecture in
+        #: training reporting its epochs) still prints a line this often
+        self.heartbeat = heartbeat
         self._last_print = float("-inf")
+        self._last_done: int | None = None
         self._position: dict[str, int] = {}
         self._total = 0
 
@@ -89,20 +95,33 @@ class ConsoleHook(Hook):
         self._position = {name: i + 1 for i, name in enumerate(names)}
         self._total = len(names)
 
+    def before_stage(self, stage: "Stage", key: str, cached: bool) -> None:
+        self._last_done = None
+
     def on_progress(self, stage: "Stage", done: int, total: int, info: Mapping[str, Any]) -> None:
-        # On a terminal: one self-overwriting line. In logs: a line every 10% so CI output stays short.
+        # On a terminal: one self-overwriting bar, redrawn at most 10 times a second.
+        # In logs: a line per 10% of the count, and a heartbeat while the count stands still.
         tty = getattr(self.stream, "isatty", lambda: False)()
-        step = max(1, total // 10)
         now = time.monotonic()
-        if not tty and (done % step or now - self._last_print < self.log_interval):
+        step = max(1, total // 10)
+        moved = done != self._last_done
+        crossed = moved and (done == total or (self._last_done or 0) // step != done // step)
+        self._last_done = done
+        if tty:
+            if now - self._last_print < 0.1 and not (moved and done == total):
+                return
+        elif not ((crossed and now - self._last_print >= self.log_interval)
+                  or (not moved and now - self._last_print >= max(self.heartbeat, self.log_interval))):
             return
         self._last_print = now
         extra = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
-        line = f"{self._prefix(stage)} {done}/{total} {extra}".rstrip()
         if tty:
-            print(f"\r\033[K{line}", end="", file=self.stream, flush=True)
+            filled = int(20 * done / total) if total else 0
+            bar = "#" * filled + "-" * (20 - filled)
+            print(f"\r\033[K{self._prefix(stage)} [{bar}] {done}/{total} {extra}".rstrip(), end="",
+                  file=self.stream, flush=True)
         else:
-            self._print(line)
+            self._print(f"{self._prefix(stage)} {done}/{total} {extra}".rstrip())
 
     def after_stage(
         self, stage: "Stage", key: str, outputs: Mapping[str, Any], seconds: float, cached: bool

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxynas.engine.cache import Cache, canonicalize, stage_key, value_key
+from proxynas.engine.cache import Cache
+from proxynas.engine.keys import canonicalize, stage_key, value_key
 from proxynas.engine.graph import Graph, Stage, StageSignature, _func_name
 from proxynas.engine.hooks import Hook
 from proxynas.errors import GraphError, ProxynasError

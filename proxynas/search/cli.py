@@ -4,7 +4,8 @@
 
 Only argparse is imported at module level: ``proxynas/cli.py`` builds this
 sub-parser for every command (``proxynas list`` too), and the search itself
-pulls in torch, Optuna and MLflow.
+pulls in torch, Optuna and MLflow. The pipeline is assembled by
+:mod:`proxynas.app`, as for ``proxynas run``.
 """
 
 from __future__ import annotations
@@ -90,9 +91,7 @@ def _progress_printer(total: int, already: int):
 
 
 def cmd_search(args) -> int:
-    from pathlib import Path
-
-    from proxynas.cli import _load, build_runner
+    from proxynas.app import build_runner, load_pipeline
     from proxynas.engine import ConsoleHook
     from proxynas.reference import NB201TableProxy, load_table
     from proxynas.search.objective import REFERENCE_ROW, ProxyObjective
@@ -100,15 +99,13 @@ def cmd_search(args) -> int:
     from proxynas.search.samplers import make_sampler
     from proxynas.search.search import create_study, run_search
 
-    config = _load(args)
+    config = load_pipeline(args.pipeline, args.overrides, cache_dir=args.cache_dir)
     factory = make_sampler(args.sampler, args.seed, _settings(args.sampler_settings))
     if args.trials < 1:
         from proxynas.errors import ConfigError
 
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")
     storage = args.storage or config.run.ledger
-    if storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     study_name = args.study or f"{config.run.name}/search/{args.row}/{args.sampler}/seed{args.seed}"
 
     runner = build_runner(config, hooks=[ConsoleHook()])
@@ -169,23 +166,17 @@ def cmd_search(args) -> int:
 def _log_mlflow(args, config, factory, study_name, storage, result, ref_value) -> str:
     from dataclasses import asdict
 
-    from mlflow.entities import Metric
-
     from proxynas.artifacts import Figure, Table
     from proxynas.config import to_dict
     from proxynas.search.plots import best_so_far_png
     from proxynas.search.search import trials_table
     from proxynas.tracking import MLflowHook
 
-    # The pipeline hook owns experiment creation and artifact placement; reuse its client and helpers.
-    hook = MLflowHook(args.tracking_uri or config.run.tracking_uri, config.run.experiment)
-    client = hook.client
-    run = client.create_run(
-        hook.experiment_id,
-        run_name=f"search {args.row} {args.sampler} seed{args.seed}",
+    tracker = MLflowHook(args.tracking_uri or config.run.tracking_uri, config.run.experiment)
+    run_id = tracker.start_run(
+        f"search {args.row} {args.sampler} seed{args.seed}",
         tags={"proxynas.pipeline": str(args.pipeline), "proxynas.kind": "search", "proxynas.study": study_name},
     )
-    run_id = run.info.run_id
     search = {
         "row": args.row,
         "sampler": args.sampler,
@@ -196,8 +187,8 @@ def _log_mlflow(args, config, factory, study_name, storage, result, ref_value) -
         "study": study_name,
         "storage": storage,
     }
-    hook._log_params(run_id, {**to_dict(config), "search": search})
-    hook._log_metrics(
+    tracker.log_params(run_id, {**to_dict(config), "search": search})
+    tracker.log_metrics(
         run_id,
         {
             "best_value": result.best_value,
@@ -209,19 +200,14 @@ def _log_mlflow(args, config, factory, study_name, storage, result, ref_value) -
             "n_evaluated": result.n_evaluated,
         },
     )
-    now = int(time.time() * 1000)
-    history = [Metric("best_so_far", v, now, i + 1) for i, v in enumerate(result.best_so_far) if math.isfinite(v)]
-    for i, v in enumerate(result.regret_so_far or ()):
-        if math.isfinite(v):
-            history.append(Metric("regret_so_far", v, now, i + 1))
-    for i in range(0, len(history), 1000):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(run_id, metrics=history[i : i + 1000])
+    tracker.log_history(run_id, "best_so_far", result.best_so_far)
+    tracker.log_history(run_id, "regret_so_far", result.regret_so_far or ())
     png = best_so_far_png(
         {f"{args.row} / {args.sampler}": result.best_so_far},
         ylabel=f"best {args.row} value",
         regret={f"{args.row} / {args.sampler}": result.regret_so_far} if result.regret_so_far else None,
     )
-    hook._log_output(run_id, Figure("best_so_far", png))
-    hook._log_output(run_id, Table("search_trials", trials_table(result)))
-    client.set_terminated(run_id, "FINISHED")
+    tracker.log_output(run_id, Figure("best_so_far", png))
+    tracker.log_output(run_id, Table("search_trials", trials_table(result)))
+    tracker.end_run(run_id)
     return run_id

@@ -4,12 +4,14 @@ Every position of :meth:`SearchSpace.encode` (for NB201: the op on each of the
 6 cell edges) becomes one categorical parameter ``x<i>`` whose choices are the
 op indices ``0..n-1``. Categorical rather than integer because the op order
 means nothing: an integer distribution would let TPE's Parzen estimator treat
-``avg_pool_3x3`` as lying "between" two convolutions. The names match
-:class:`proxynas.ledger.Ledger`'s, so search studies and evaluation studies
-read the same way.
+``avg_pool_3x3`` as lying "between" two convolutions. :class:`proxynas.ledger.Ledger`
+uses the same parameters and distributions, so evaluation studies can seed
+search studies.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
@@ -23,12 +25,22 @@ def param_name(position: int) -> str:
     return f"x{position}"
 
 
+def code_distributions(cardinalities: Sequence[int]) -> dict[str, BaseDistribution]:
+    """``{x<i>: CategoricalDistribution(0..n_i-1)}`` for code positions with ``cardinalities`` choices.
+
+    The one encoding of an architecture as Optuna parameters: the ledger's
+    evaluation studies and search studies both use it, so ledger trials can
+    seed a search (Optuna refuses one parameter with two distributions).
+    """
+    return {param_name(i): CategoricalDistribution(tuple(range(int(n)))) for i, n in enumerate(cardinalities)}
+
+
 def arch_distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """``{x<i>: CategoricalDistribution(0..n_i-1)}`` for every code position of ``space``."""
+    """:func:`code_distributions` of every code position of ``space``."""
     cards = space.cardinalities()
     if not cards:
         raise ConfigError(f"search space {space.name} has an empty code; it cannot be searched")
-    return {param_name(i): CategoricalDistribution(tuple(range(n))) for i, n in enumerate(cards)}
+    return code_distributions(cards)
 
 
 def suggest_code(trial: optuna.trial.BaseTrial, space: SearchSpace) -> tuple[int, ...]:

@@ -115,27 +115,30 @@ class ProxyObjective(ArchObjective):
         Runs only the stages that row needs (``load_data``, and ``distill_<row>``
         for a distilled row), from the cache when they are there.
         """
-        from proxynas.cli import build_runner
+        from proxynas.app import build_runner
+        from proxynas.pipeline import build_graph
 
-        runner = runner if runner is not None else build_runner(config, hooks)
+        pipeline = build_graph(config)
+        runner = runner if runner is not None else build_runner(config, hooks, pipeline=pipeline)
         graph = runner.graph
-        if f"proxy_{row}" in graph:
-            stage, targets = graph.stage(f"proxy_{row}"), [f"distill_{row}"]
-        elif f"baseline_{row}" in graph:
-            stage, targets = graph.stage(f"baseline_{row}"), ["load_data"]
-        elif row == REFERENCE_ROW:
-            stage, targets = graph.stage(REFERENCE_ROW), ["load_data"]
+        if row == REFERENCE_ROW:
+            stage, targets, summary_name, seconds_name = graph.stage(pipeline.reference), ["load_data"], None, None
         else:
-            rows = [*config.distill.methods, *config.baselines, REFERENCE_ROW]
-            raise ConfigError(
-                f"pipeline {config.run.name} has no row {row!r}; choose one of: {', '.join(rows)}"
-                " (distill.methods, baselines, or the reference)"
-            )
+            if row not in {r.name for r in pipeline.rows}:
+                rows = [*(r.name for r in pipeline.rows), REFERENCE_ROW]
+                raise ConfigError(
+                    f"pipeline {config.run.name} has no row {row!r}; choose one of: {', '.join(rows)}"
+                    " (distill.methods, baselines, or the reference)"
+                )
+            found = pipeline.row(row)
+            stage = graph.stage(found.stage)
+            targets = [found.distill_stage] if found.distilled else ["load_data"]
+            summary_name, seconds_name = found.summary, found.distill_seconds
         # before runner.run: refuse before distilling a summary that could not be used
         _refuse_population_proxy(row, stage.params.get("proxy"))
         outputs = runner.run(targets=targets)
-        summary = outputs[f"summary_{row}"] if f"summary_{row}" in outputs else None
-        setup = float(outputs[f"distill_seconds_{row}"]) if summary is not None else 0.0
+        summary = outputs[summary_name] if summary_name else None
+        setup = float(outputs[seconds_name]) if seconds_name else 0.0
         keys = {s.name: s.key for s in runner.status(targets=targets)}
         upstream = {i: keys[graph.producer(i).name] for i in stage.inputs if i != "archs"}
         key = value_key({"objective": "proxynas.search.proxy", "inputs": upstream, "params": stage.params})

@@ -405,3 +405,43 @@ def test_console_progress_in_logs_is_throttled():
     Runner(graph, None, hooks=[ConsoleHook(loud, log_interval=0.0)]).run()
     assert sum(" 0.1" in l or "loss=" in l for l in quiet.getvalue().splitlines()) == 1
     assert sum("loss=" in l for l in loud.getvalue().splitlines()) == 10  # one per 10%
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_console_progress_on_a_terminal_is_one_redrawn_bar():
+    def training(progress):
+        for arch in range(3):
+            for epoch in range(50):
+                progress(arch, 3, arch=arch + 1, epoch=f"{epoch + 1}/50")
+            progress(arch + 1, 3)
+        return 1
+
+    stream = _Tty()
+    Runner(Graph([Stage("train", training, outputs=("y",))]), None, hooks=[ConsoleHook(stream)]).run()
+    text = stream.getvalue()
+    assert "\n" not in text.split("done in")[0]  # redrawn in place until the stage ends
+    assert text.count("\r") < 20  # at most 10 redraws a second, not one per call (150 calls)
+    assert "[1/1] train ... [####################] 3/3" in text
+
+
+def test_console_progress_in_logs_has_a_heartbeat_while_the_count_stands_still(monkeypatch):
+    clock = iter(range(0, 10_000, 7))  # every call advances 7 s
+    monkeypatch.setattr("proxynas.engine.hooks.time.monotonic", lambda: next(clock))
+
+    def training(progress):
+        for epoch in range(40):  # one long arch: the count stays at 0 of 2
+            progress(0, 2, arch=1, epoch=f"{epoch + 1}/40")
+        progress(1, 2)
+        progress(2, 2)
+        return 1
+
+    stream = io.StringIO()
+    Runner(Graph([Stage("train", training, outputs=("y",))]), None,
+           hooks=[ConsoleHook(stream, log_interval=0.0, heartbeat=60.0)]).run()
+    lines = [line for line in stream.getvalue().splitlines() if "epoch=" in line]
+    assert 3 <= len(lines) <= 6  # 40 calls 7 s apart, one line a minute
+    assert lines[0].startswith("[1/1] train ... 0/2 arch=1 epoch=")

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from proxynas.cli import build_runner
+from proxynas.app import build_runner
 from proxynas.config import load_config
 from proxynas.errors import ConfigError
 from proxynas.search import ProxyObjective, add_search_parser, cmd_search

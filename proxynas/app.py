@@ -1,0 +1,81 @@
+"""Build a runnable pipeline from a config: the one place that wires config, graph, cache and hooks.
+
+The CLI, ``search``, ``tune`` and the benchmarks all get their runner here, so
+a pipeline is assembled the same way whoever runs it; nothing imports
+:mod:`proxynas.cli` (it only parses arguments and calls this module).
+
+    config = load_pipeline("pipelines/quickstart.yaml", ["distill.ipc=5"])
+    runner = build_runner(config, tracking_hooks(config))
+    outputs = runner.run(run_info=run_info(config, "pipelines/quickstart.yaml"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from proxynas.config import PipelineConfig, dump_config, load_config, to_dict
+from proxynas.device import resolve_device
+from proxynas.engine import Cache, ConsoleHook, Hook, Runner
+from proxynas.evaluation import default_workers
+from proxynas.pipeline import PipelineGraph, build_graph
+
+
+def load_pipeline(
+    path: str | Path, overrides: Sequence[str] = (), *, cache_dir: str | None = None
+) -> PipelineConfig:
+    """The validated config of pipeline file ``path`` with ``key=value`` overrides (and a cache folder)."""
+    overrides = list(overrides)
+    if cache_dir:
+        overrides.append(f"run.cache_dir={cache_dir}")
+    return load_config(path, overrides)
+
+
+def build_runner(config: PipelineConfig, hooks: Sequence[Hook] = (), *, pipeline: PipelineGraph | None = None) -> Runner:
+    """A runner of ``config``'s stage graph over its cache, with ``hooks`` and the run's resources.
+
+    Resources (device, worker count) are injected into the stages that
+    declare them and are not part of any cache key.
+    """
+    pipeline = pipeline if pipeline is not None else build_graph(config)
+    device = resolve_device(config.run.device)
+    return Runner(
+        pipeline.graph,
+        Cache(Path(config.run.cache_dir)),
+        hooks=hooks,
+        resources={"device": device, "workers": config.run.workers or default_workers(device)},
+    )
+
+
+def tracking_hooks(
+    config: PipelineConfig,
+    *,
+    tracking_uri: str | None = None,
+    mlflow: bool = True,
+    ledger: bool = True,
+    console: bool = True,
+) -> list[Hook]:
+    """The hooks of a tracked run: console lines, MLflow (parent + one run per stage) and the ledger."""
+    from proxynas.pipeline import EVALUATIONS, is_tracked_output
+
+    hooks: list[Hook] = [ConsoleHook()] if console else []
+    if mlflow:
+        from proxynas.tracking import MLflowHook
+
+        hooks.append(MLflowHook(tracking_uri or config.run.tracking_uri, config.run.experiment,
+                                tracked=is_tracked_output))
+    if ledger:
+        from proxynas.ledger import Ledger, LedgerHook
+
+        hooks.append(LedgerHook(Ledger(config.run.ledger), output=EVALUATIONS))
+    return hooks
+
+
+def run_info(config: PipelineConfig, pipeline_file: str | Path) -> dict[str, Any]:
+    """What hooks are told about a run before its first stage (name, file, resolved config)."""
+    return {
+        "name": config.run.name,
+        "pipeline": str(pipeline_file),
+        "config": to_dict(config),
+        "config_yaml": dump_config(config),
+    }
