@@ -18,6 +18,7 @@ architectures (``run.workers``), so expect little there.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -44,18 +45,43 @@ def _spearman(report: str) -> dict[str, str]:
     return rows
 
 
+#: the workplace's CIFAR-10 copy beside the checkout (a plain clone has none:
+#: pass --data-root or --set data.root=...)
+WORKPLACE_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
+
+
+def data_root_overrides(pipeline: str, data_root: str | None, overrides: list[str]) -> list[str]:
+    """``overrides`` preceded by ``data.root=...`` (so a --set still wins) for an ImageFolder pipeline.
+
+    ``data_root`` defaults to the workplace's CIFAR-10 archive when there is one
+    (relative to the working directory, so cache keys match earlier runs);
+    a pipeline whose dataset is not an ImageFolder is left alone unless
+    ``--data-root`` was given.
+    """
+    from proxynas.config import load_config
+
+    if data_root is None:
+        if not WORKPLACE_CIFAR10.is_file() or type(load_config(pipeline, overrides).data).name != "imagefolder":
+            return list(overrides)
+        data_root = os.path.relpath(WORKPLACE_CIFAR10)  # from the checkout: ../shared/..., as cached runs used
+    return [f"data.root={data_root}", *overrides]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline")
     parser.add_argument("--jobs", default="1,3", help="comma list of --jobs values (default 1,3)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--work", default="/tmp/proxynas_parallel_rows", help="scratch folder (emptied)")
+    parser.add_argument("--data-root", help="the pipeline's data.root, e.g. a CIFAR-10 ImageFolder .tar.gz"
+                        " (default: the workplace's ../shared copy when there is one)")
     args = parser.parse_args(argv)
+    overrides = data_root_overrides(args.pipeline, args.data_root, args.overrides)
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     table = []
     for jobs in (int(j) for j in args.jobs.split(",")):
-        sets = [*args.overrides, f"run.cache_dir={work / f'jobs{jobs}' / 'cache'}"]
+        sets = [*overrides, f"run.cache_dir={work / f'jobs{jobs}' / 'cache'}"]
         base = [sys.executable, "-m", "proxynas", "run", args.pipeline, "--no-mlflow"]
         for s in sets:
             base += ["--set", s]

@@ -1,6 +1,6 @@
 """Print the rank table of every proxy in a pipeline (running or reusing its cached stages).
 
-    python benchmarks/rank_table.py pipelines/nb201_cifar10_cpu.yaml [--set key=value ...]
+    python benchmarks/rank_table.py pipelines/nb201_cifar10_cpu.yaml [--data-root CIFAR10] [--set key=value ...]
 
 Columns: Spearman and Kendall tau with bootstrap CIs, top-k precision, Spearman
 inside the reference top-k, proxy cost (distillation + evaluation seconds) and
@@ -10,10 +10,12 @@ reference cost, followed by the published anchors for NB201/CIFAR-10.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
-from proxynas.cli import build_runner
+from proxynas.app import build_runner
 from proxynas.config import load_config
 from proxynas.engine import ConsoleHook
 from proxynas.report import format_report
@@ -28,12 +30,36 @@ ANCHORS = [
 ]
 
 
+#: the workplace's CIFAR-10 copy beside the checkout (a plain clone has none:
+#: pass --data-root or --set data.root=...)
+WORKPLACE_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
+
+
+def data_root_overrides(pipeline: str, data_root: str | None, overrides: list[str]) -> list[str]:
+    """``overrides`` preceded by ``data.root=...`` (so a --set still wins) for an ImageFolder pipeline.
+
+    ``data_root`` defaults to the workplace's CIFAR-10 archive when there is one
+    (relative to the working directory, so cache keys match earlier runs);
+    a pipeline whose dataset is not an ImageFolder is left alone unless
+    ``--data-root`` was given.
+    """
+    from proxynas.config import load_config
+
+    if data_root is None:
+        if not WORKPLACE_CIFAR10.is_file() or type(load_config(pipeline, overrides).data).name != "imagefolder":
+            return list(overrides)
+        data_root = os.path.relpath(WORKPLACE_CIFAR10)  # from the checkout: ../shared/..., as cached runs used
+    return [f"data.root={data_root}", *overrides]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pipeline")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data-root", help="the pipeline's data.root, e.g. a CIFAR-10 ImageFolder .tar.gz"
+                        " (default: the workplace's ../shared copy when there is one)")
     args = parser.parse_args(argv)
-    config = load_config(args.pipeline, args.overrides)
+    config = load_config(args.pipeline, data_root_overrides(args.pipeline, args.data_root, args.overrides))
     start = time.perf_counter()
     outputs = build_runner(config, hooks=[ConsoleHook()]).run()
     print(format_report(outputs["report"]))

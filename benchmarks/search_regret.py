@@ -28,6 +28,7 @@ The table is mean +- std over seeds (the sampler's seed; proxies are fixed).
 from __future__ import annotations
 
 import argparse
+import os
 import math
 import statistics
 import sys
@@ -51,7 +52,7 @@ from proxynas.search import (
 )
 
 DEFAULT_PIPELINE = "pipelines/nb201_cifar10_cpu.yaml"
-DEFAULT_TABLE = "../shared/data/nb201/nb201_results.csv.gz"
+DEFAULT_TABLE = ""  # empty: the NB201 table shipped with proxynas
 TABLE_ROWS = ("params", "oracle")
 
 
@@ -74,6 +75,28 @@ def make_objective(row: str, config, table, column: str, score_cache: Path):
     return CachedObjective(ProxyObjective.from_pipeline(config, row, hooks=[ConsoleHook()]), score_cache)
 
 
+#: the workplace's CIFAR-10 copy beside the checkout (a plain clone has none:
+#: pass --data-root or --set data.root=...)
+WORKPLACE_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
+
+
+def data_root_overrides(pipeline: str, data_root: str | None, overrides: list[str]) -> list[str]:
+    """``overrides`` preceded by ``data.root=...`` (so a --set still wins) for an ImageFolder pipeline.
+
+    ``data_root`` defaults to the workplace's CIFAR-10 archive when there is one
+    (relative to the working directory, so cache keys match earlier runs);
+    a pipeline whose dataset is not an ImageFolder is left alone unless
+    ``--data-root`` was given.
+    """
+    from proxynas.config import load_config
+
+    if data_root is None:
+        if not WORKPLACE_CIFAR10.is_file() or type(load_config(pipeline, overrides).data).name != "imagefolder":
+            return list(overrides)
+        data_root = os.path.relpath(WORKPLACE_CIFAR10)  # from the checkout: ../shared/..., as cached runs used
+    return [f"data.root={data_root}", *overrides]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default=DEFAULT_PIPELINE)
@@ -84,14 +107,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="number of sampler seeds (default 5)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed.. (default 0)")
     parser.add_argument("--trials", default="50,100", help="checkpoints; the largest is the budget (default 50,100)")
-    parser.add_argument("--table", help="NB201 results table (default: the pipeline's reference table)")
+    parser.add_argument("--table", help="NB201 results table (default: the pipeline's reference table, else the packaged one)")
     parser.add_argument("--column", default="cifar10_test_200ep", help="ground-truth column (default cifar10_test_200ep)")
     parser.add_argument("--score-cache", default=".proxynas/search_scores", help="per-arch score files of trained rows")
     parser.add_argument("--plot", help="write the mean regret curves to this PNG")
+    parser.add_argument("--data-root", help="the pipeline's data.root, e.g. a CIFAR-10 ImageFolder .tar.gz"
+                        " (default: the workplace's ../shared copy when there is one)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    config = load_config(args.pipeline, args.overrides)
+    config = load_config(args.pipeline, data_root_overrides(args.pipeline, args.data_root, args.overrides))
     checkpoints = sorted({int(t) for t in _csv(args.trials)})
     budget = checkpoints[-1]
     table_path = args.table or (config.reference.path if isinstance(config.reference, NB201TableProxy) else DEFAULT_TABLE)

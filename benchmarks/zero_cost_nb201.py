@@ -3,7 +3,7 @@
 Samples ``--archs`` NB201 cells, scores each with every zero-cost proxy (and
 the ``params`` baseline) on a minibatch of real CIFAR-10 training images, and
 compares each proxy's ranking with the benchmark's 200-epoch CIFAR-10 test
-accuracy (``cifar10_test_200ep`` of the shared NB201 table): Spearman rho,
+accuracy (``cifar10_test_200ep`` of the NB201 table shipped with proxynas): Spearman rho,
 Kendall tau, seconds per architecture, and the Spearman rho published for the
 same proxy over all 15,625 architectures.
 
@@ -45,6 +45,7 @@ from proxynas.data.types import DatasetSplits, ImageData  # noqa: E402
 from proxynas.device import resolve_device  # noqa: E402
 from proxynas.metrics.rank import kendall, spearman  # noqa: E402
 from proxynas.proxies import PROXIES, ZERO_COST_PROXIES, ProxyContext  # noqa: E402
+from proxynas.reference import default_table_path  # noqa: E402
 from proxynas.spaces import NB201Space, is_connected  # noqa: E402
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cells", type=int, default=5, help="NB201 N, cells per stage (5 = the benchmark's)")
     p.add_argument("--images", type=int, default=320, help="training images to decode (>= --batch)")
     p.add_argument("--data", type=Path, default=default_data_dir() / "cifar10" / "cifar10-jpeg.tar.gz")
-    p.add_argument("--results", type=Path, default=default_data_dir() / "nb201" / "nb201_results.csv.gz")
+    p.add_argument("--results", type=Path, default=default_table_path(),
+                   help="NB201 results table (default: the one shipped with proxynas)")
     p.add_argument("--reference", default="cifar10_test_200ep", help="column of the results table")
     p.add_argument("--proxies", default=",".join(ZERO_COST_PROXIES + ("params",)), help="comma-separated")
     p.add_argument("--az-inputs", choices=("gaussian", "data"), default="gaussian",

@@ -5,7 +5,9 @@ archs it rarely includes the top of the space, where rank preservation matters
 most (DC-Bench and the zero-cost literature report top-10% metrics for that
 reason). Stratified sampling draws the same number of archs from each quantile
 bin of a reference column, so every accuracy level, the top included, is
-represented.
+represented. The pipeline takes that column from ``sample.table``; left empty
+it is the NAS-Bench-201 table shipped with proxynas
+(:func:`proxynas.reference.default_table_path`).
 """
 
 from __future__ import annotations

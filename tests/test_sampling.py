@@ -50,3 +50,16 @@ def test_bad_requests_are_config_errors(reference):
         stratified_sample(space, reference, 10, bins=20, seed=0)
     with pytest.raises(ConfigError, match="only 2 archs"):
         stratified_sample(space, dict(list(reference.items())[:2]), 5, bins=1, seed=0)
+
+
+def test_stratified_config_without_a_table_samples_from_the_packaged_table(reference, tmp_path, monkeypatch):
+    from proxynas.config import SampleConfig
+    from proxynas.pipeline import sample_archs
+
+    monkeypatch.chdir(tmp_path)  # no ../shared here: only the table inside the package can be read
+    sample = SampleConfig(num_archs=10, strategy="stratified", bins=5, seed=2)
+    assert sample.table == ""  # stays empty in the config, so cache keys do not depend on the install path
+    space = NB201Space(skip_disconnected=True)
+    archs = sample_archs({"space": space, "sample": sample})
+    assert len(set(archs)) == 10
+    assert archs == stratified_sample(space, reference, 10, bins=5, seed=2)

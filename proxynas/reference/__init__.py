@@ -1,6 +1,10 @@
 """References from published benchmarks: the NAS-Bench-201 results table and its proxy.
 
-Importing this package registers the ``nb201_table`` proxy in :data:`proxynas.proxies.PROXIES`.
+The compact table of all 15,625 NAS-Bench-201 cells ships with the package
+(``data/nb201_results.csv.gz``, provenance and licence in ``data/README.md``);
+:func:`default_table_path` is where it is, and every table setting left empty
+refers to it. Importing this package registers the ``nb201_table`` proxy in
+:data:`proxynas.proxies.PROXIES`.
 """
 
 from proxynas.reference.nb201_table import (
@@ -9,8 +13,10 @@ from proxynas.reference.nb201_table import (
     NB201Table,
     canonical_arch,
     clear_cache,
+    default_table_path,
     export_csv,
     load_table,
+    resolve_table_path,
 )
 from proxynas.reference.table_proxy import NB201TableProxy
 
@@ -21,6 +27,8 @@ __all__ = [
     "NB201TableProxy",
     "canonical_arch",
     "clear_cache",
+    "default_table_path",
     "export_csv",
     "load_table",
+    "resolve_table_path",
 ]

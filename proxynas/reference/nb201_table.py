@@ -28,6 +28,7 @@ import contextlib
 import csv
 import functools
 import gzip
+import importlib.resources
 import io
 import math
 import os
@@ -40,7 +41,7 @@ import numpy as np
 from proxynas.errors import ArchError, ConfigError, DataError
 from proxynas.spaces.nb201 import format_arch, parse_arch
 
-#: metric columns of the compact CSV shipped in ``shared/data/nb201`` and their meaning
+#: metric columns of the compact CSV (the one shipped in ``proxynas/reference/data``) and their meaning
 COMPACT_COLUMNS: Mapping[str, str] = MappingProxyType(
     {
         "cifar10_test_200ep": "CIFAR-10 test accuracy % after 200 epochs (train+valid), mean over seeds",
@@ -86,6 +87,34 @@ V1_0_ALIASES: Mapping[str, str] = MappingProxyType(
 )
 
 _KEY_COLUMNS = ("index", "arch_str")
+
+#: the compact table shipped inside the package (``proxynas/reference/data``, see its README.md)
+PACKAGED_TABLE = "nb201_results.csv.gz"
+
+
+def default_table_path() -> Path:
+    """The compact NB201 table shipped with proxynas: all 15,625 cells, see ``data/README.md``.
+
+    It is the table every ``path``/``table`` setting left empty refers to
+    (``reference: {name: nb201_table}``, ``sample.table``). Configs keep the
+    empty string rather than this absolute path, so cache keys do not depend on
+    where proxynas is installed.
+    """
+    resource = importlib.resources.files("proxynas.reference") / "data" / PACKAGED_TABLE
+    path = Path(str(resource))
+    if not path.is_file():
+        raise DataError(
+            f"the NB201 table shipped with proxynas is missing ({path}); reinstall proxynas"
+            " or point the setting at a copy of nb201_results.csv.gz"
+        )
+    return path
+
+
+def resolve_table_path(path: str | os.PathLike | None) -> Path:
+    """``path`` as a Path; an empty string or None means :func:`default_table_path`."""
+    if path is None or (isinstance(path, str) and not path.strip()):
+        return default_table_path()
+    return Path(path)
 
 
 def missing_table_error(path: str | os.PathLike) -> DataError:
@@ -249,8 +278,11 @@ class NB201Table:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike) -> "NB201Table":
-        """:meth:`from_official` for ``.pth``/``.pbz2``/directories, else :meth:`from_csv`."""
-        p = Path(path)
+        """:meth:`from_official` for ``.pth``/``.pbz2``/directories, else :meth:`from_csv`.
+
+        An empty ``path`` is the table shipped with proxynas (:func:`default_table_path`).
+        """
+        p = resolve_table_path(path)
         if not p.exists():
             raise missing_table_error(path)
         if p.is_dir() or p.suffix == ".pth" or p.name.endswith(".pbz2"):
@@ -357,13 +389,14 @@ def _load_cached(resolved: str, mtime_ns: int, size: int) -> NB201Table:
     return NB201Table.from_path(resolved)
 
 
-def load_table(path: str | os.PathLike) -> NB201Table:
+def load_table(path: str | os.PathLike | None = None) -> NB201Table:
     """:meth:`NB201Table.from_path`, cached per (resolved path, mtime, size).
 
     Parsing 15,625 rows takes a fraction of a second, far too slow to repeat
-    for every proxy call; a changed file (new mtime/size) is re-read.
+    for every proxy call; a changed file (new mtime/size) is re-read. An empty
+    ``path`` (the default) is the table shipped with proxynas.
     """
-    p = Path(path)
+    p = resolve_table_path(path)
     try:
         resolved = p.resolve()
         st = resolved.stat()

@@ -13,12 +13,9 @@ the same networks after the 12-epoch schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
-from proxynas.reference.nb201_table import COMPACT_COLUMNS, OFFICIAL_METRICS, load_table
-
-DEFAULT_PATH = "../shared/data/nb201/nb201_results.csv.gz"
+from proxynas.reference.nb201_table import COMPACT_COLUMNS, OFFICIAL_METRICS, load_table, resolve_table_path
 
 
 @PROXIES.register("nb201_table")
@@ -28,7 +25,10 @@ class NB201TableProxy(Proxy):
 
     ``path`` is the compact CSV (``nb201_results.csv.gz``), an official
     ``NAS-Bench-201-v1_*.pth`` or a ``NATS-tss-v1_0-3ffb9-simple`` directory;
-    a relative path is relative to the working directory. Constructing the
+    a relative path is relative to the working directory. Empty (the default)
+    is the compact table shipped with proxynas
+    (:func:`proxynas.reference.default_table_path`); it stays empty in the
+    config so cache keys do not depend on the install location. Constructing the
     proxy never requires the file (configs are validated on machines without
     it): a column name outside the known ones is checked against the file
     only if the file is there. A missing file, unknown column or arch absent
@@ -42,20 +42,20 @@ class NB201TableProxy(Proxy):
 
     unit = "NB201 benchmark value"
 
-    path: str = DEFAULT_PATH
+    path: str = ""
     column: str = "cifar10_test_200ep"
 
     def __post_init__(self) -> None:
-        for key in ("path", "column"):
-            value = getattr(self, key)
-            if not isinstance(value, str) or not value.strip():
-                raise ValueError(f"{self.name}: {key} must be a non-empty string, got {value!r}")
+        if not isinstance(self.path, str):
+            raise ValueError(f"{self.name}: path must be a string (empty: the packaged table), got {self.path!r}")
+        if not isinstance(self.column, str) or not self.column.strip():
+            raise ValueError(f"{self.name}: column must be a non-empty string, got {self.column!r}")
         known = set(COMPACT_COLUMNS) | set(OFFICIAL_METRICS)
-        if self.column not in known and Path(self.path).exists():
+        if self.column not in known and resolve_table_path(self.path).exists():
             table = load_table(self.path)
             if self.column not in table.columns:
                 raise ValueError(
-                    f"{self.name}: unknown column {self.column!r} in {self.path}; available: {', '.join(table.columns)}"
+                    f"{self.name}: unknown column {self.column!r} in {table.source}; available: {', '.join(table.columns)}"
                 )
 
     def score(self, arch: str, ctx: ProxyContext) -> float:
