@@ -15,6 +15,7 @@ parameter-count baseline, or the ground truth itself as an oracle bound), and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -199,8 +200,11 @@ class TableObjective(ArchObjective):
 
     @property
     def key(self) -> str:
-        return value_key({"objective": "proxynas.search.table", "source": str(self.table.source),
-                          "column": self.column, "sign": self.sign})
+        # by content, not by file path: the packaged table's path depends on where proxynas is installed
+        values = self.table.column(self.column)
+        digest = hashlib.sha256(repr(sorted(values.items())).encode()).hexdigest()
+        return value_key({"objective": "proxynas.search.table", "column": self.column, "values": digest,
+                          "sign": self.sign})
 
     def evaluate(self, arch: str) -> Evaluation:
         start = time.perf_counter()

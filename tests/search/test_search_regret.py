@@ -79,3 +79,15 @@ def test_oracle_search_regret_on_a_synthetic_table_of_the_whole_space(full_space
     assert r.best_value == found.value == r.reference_value  # oracle: proxy == reference
     assert r.regret == pytest.approx(6.0 - found.value)
     assert r.regret_so_far[-1] == r.regret and list(r.regret_so_far) == sorted(r.regret_so_far, reverse=True)
+
+
+def test_a_table_objectives_key_follows_the_tables_content_not_its_path(full_space, tmp_path):
+    from proxynas.reference import export_csv, load_table
+
+    archs = list(full_space.enumerate())[:50]
+    table = NB201Table(range(len(archs)), archs, {"acc": [float(i) for i in range(50)], "params_MB": [0.0] * 50})
+    here, there = export_csv(table, tmp_path / "a" / "t.csv"), export_csv(table, tmp_path / "b" / "t.csv")
+    assert TableObjective(load_table(here), "acc").key == TableObjective(load_table(there), "acc").key
+    changed = NB201Table(range(50), archs, {"acc": [float(i) for i in range(49)] + [99.0], "params_MB": [0.0] * 50})
+    assert TableObjective(changed, "acc").key != TableObjective(table, "acc").key
+    assert TableObjective(table, "acc").key != TableObjective(table, "params_MB").key
