@@ -44,10 +44,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-import proxynas.distill  # noqa: F401  (registers the built-in methods)
+from proxynas.augment import DSA
 from proxynas.data import CIFAR10, Digits, ImageFolder
 from proxynas.data.types import ImageData
-from proxynas.distill import DISTILLERS, DSA, Distiller
+from proxynas.distill import DISTILLERS, Distiller
 from proxynas.models import ConvNet
 from proxynas.training import accuracy
 

@@ -19,14 +19,14 @@ import torch
 
 from proxynas.artifacts import Evaluations, Figure, Metrics, Table, Tensors
 from proxynas.config.pipeline import PipelineConfig, ReportConfig
-from proxynas.data.types import DatasetSplits, ImageData
+from proxynas.data.types import DatasetSplits
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
 from proxynas.engine import Graph, Stage
 from proxynas.evaluation import score_all
 from proxynas.metrics.rank import rank_metrics
 from proxynas.plots import image_grid_png, scatter_png
 from proxynas.progress import Progress, null_progress
-from proxynas.proxies.base import Proxy, ProxyContext
+from proxynas.proxies.base import ProxyContext
 from proxynas.sampling import stratified_sample
 from proxynas.spaces.base import SearchSpace
 

@@ -10,20 +10,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from proxynas.augment import DSA
 from proxynas.data.types import ImageData
 from proxynas.errors import DivergenceError
+from proxynas.fields import Checked, checked
 from proxynas.progress import Progress, null_progress
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Checked):
     """SGD recipe. Defaults follow NAS-Bench-201's (Nesterov SGD, cosine, wd 5e-4)."""
 
-    epochs: int = 50
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    epochs: int = checked(50, ge=1)
+    batch_size: int = checked(128, ge=1)
+    lr: float = checked(0.1, gt=0)
+    momentum: float = checked(0.9, ge=0, lt=1)
+    weight_decay: float = checked(5e-4, ge=0)
     nesterov: bool = True
     schedule: Literal["cosine", "constant"] = "cosine"
     augment: Literal["none", "flip", "dsa"] = "none"
@@ -32,20 +34,9 @@ class TrainSettings:
     # summary carries them; false trains on the images' hard classes.
     soft_labels: bool = True
 
-    def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be > 0")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
-
 
 def _augmenter(kind: str):
     if kind == "dsa":
-        from proxynas.distill.dsa import DSA
-
         dsa = DSA(per_sample=True)  # the DSA paper draws per-image params when training
         return lambda x, step: dsa(x, seed=step)
     if kind == "flip":

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from proxynas.config.typed import apply_overrides, from_dict, register_plugin_base, to_dict
+from proxynas.config.typed import Checked, apply_overrides, checked, from_dict, register_plugin_base, to_dict
 from proxynas.data import DATASETS, DatasetSource
 from proxynas.data.digits import Digits
 from proxynas.distill import DISTILLERS, Distiller
@@ -38,7 +38,7 @@ for _base, _registry in (
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(Checked):
     """Where and how the pipeline runs (not part of any stage's cache key)."""
 
     name: str = "pipeline"
@@ -48,11 +48,7 @@ class RunConfig:
     experiment: str = "proxynas"
     ledger: str = "sqlite:///.proxynas/ledger.db"
     #: processes that train architectures in parallel on a CPU; None = one per core
-    workers: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise ValueError("workers must be >= 1 (or null for one per core)")
+    workers: int | None = checked(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,9 @@ class SampleConfig:
 
     ``uniform``: uniformly from the space. ``stratified``: ``num_archs / bins``
     from each quantile bin of ``column`` in the benchmark ``table`` (so the top
-    of the space is represented; see :mod:`proxynas.sampling`).
+    of the space is represented; see :mod:`proxynas.sampling`). An empty
+    ``table`` is the NAS-Bench-201 table shipped with proxynas
+    (:func:`proxynas.reference.default_table_path`).
     """
 
     num_archs: int = 20
@@ -74,8 +72,6 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.num_archs < 3:
             raise ValueError("num_archs must be >= 3 (rank correlations need at least 3 archs)")
-        if self.strategy == "stratified" and not self.table:
-            raise ValueError("strategy stratified needs table: a benchmark results file (e.g. nb201_results.csv.gz)")
 
 
 def _default_methods() -> dict[str, Distiller]:
@@ -83,36 +79,27 @@ def _default_methods() -> dict[str, Distiller]:
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(Checked):
     """The summaries to build: every method makes ``ipc`` images per class."""
 
-    ipc: int = 10
+    ipc: int = checked(10, ge=1)
     seed: int = 0
     methods: dict[str, Distiller] = field(default_factory=_default_methods)
 
     def __post_init__(self) -> None:
-        if self.ipc < 1:
-            raise ValueError("ipc must be >= 1")
+        super().__post_init__()
         if not self.methods:
             raise ValueError("methods must name at least one distiller")
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Checked):
     """Rank-preservation metrics."""
 
-    top_k: int = 5
-    bootstrap: int = 1000
-    ci: float = 0.95
+    top_k: int = checked(5, ge=2)
+    bootstrap: int = checked(1000, ge=0)
+    ci: float = checked(0.95, gt=0, lt=1)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.top_k < 2:
-            raise ValueError("top_k must be >= 2")
-        if not 0 < self.ci < 1:
-            raise ValueError("ci must be in (0, 1)")
-        if self.bootstrap < 0:
-            raise ValueError("bootstrap must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -134,6 +121,18 @@ class TuneParam:
             raise ValueError(f"needs low < high (got low={self.low}, high={self.high}) or a choices list")
         if self.log and self.low <= 0:
             raise ValueError("log ranges need low > 0")
+
+
+#: config sections a tuning trial cannot change, and why
+_UNTUNABLE = {
+    "tune": "it configures the tuning itself",
+    "run": "it says where the pipeline runs, not what it computes",
+    "sample": "the calibration and held-out archs are drawn by tune.seed",
+    "report": "it does not change the proxy",
+    "reference": "the reference is computed once and every trial is ranked against it",
+    "data": "the dataset is loaded once; a trial that changed it would rank against another reference",
+    "space": "the calibration and held-out archs are drawn from the space once",
+}
 
 
 @dataclass(frozen=True)
@@ -163,8 +162,10 @@ class TuneConfig:
         if self.calibration < 3 or self.holdout < 3:
             raise ValueError("calibration and holdout need at least 3 archs each for a rank correlation")
         for key in self.params:
-            if key.split(".")[0] in ("tune", "run", "sample", "report"):
-                raise ValueError(f"params: {key!r} cannot be tuned (it does not change the proxy)")
+            section = key.split(".")[0]
+            if section in _UNTUNABLE:
+                raise ValueError(f"params: {key!r} cannot be tuned ({_UNTUNABLE[section]}); tune proxy.*,"
+                                 " distill.* or baselines.* settings")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Build typed, frozen dataclass configs from plain YAML data, with one-line errors.
 
 ``from_dict(Cls, data, path)`` walks ``Cls``'s type hints: unknown keys, wrong
-types and values rejected by ``__post_init__`` become a :class:`ConfigError`
-that names the dotted key and what is allowed. Fields typed as a plugin base
+types and values rejected by ``__post_init__`` or by a field's declared checks
+(``x: int = checked(10, ge=1)``, see :mod:`proxynas.fields`, re-exported here)
+become a :class:`ConfigError` that names the dotted key and what is allowed. Fields typed as a plugin base
 class (a dataset source, a search space, a distiller...) are resolved through
 that base's registry from a ``name`` key, so a plugin's settings are its own
 dataclass fields and are validated the same way.
@@ -18,7 +19,22 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from proxynas.errors import ConfigError, UnknownNameError
+from proxynas.fields import Check, Checked, check_fields, checked
 from proxynas.registry import Registry
+
+__all__ = [
+    "Check",
+    "Checked",
+    "apply_overrides",
+    "check_fields",
+    "checked",
+    "convert",
+    "flatten",
+    "from_dict",
+    "plugin_registry",
+    "register_plugin_base",
+    "to_dict",
+]
 
 #: plugin base class -> registry that resolves ``{"name": ..., **settings}``
 _PLUGIN_REGISTRIES: dict[type, Registry] = {}
@@ -57,7 +73,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         )
     kwargs = {k: convert(hints[k], v, _join(path, k)) for k, v in data.items()}
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+        check_fields(obj)  # also when a subclass's own __post_init__ skipped Checked's
+        return obj
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path or cls.__name__}: {exc}") from None
 

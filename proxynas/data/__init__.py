@@ -1,7 +1,9 @@
 """Datasets: where images come from and how they are split.
 
-Importing this package registers every built-in source in :data:`DATASETS`
-(``digits``, ``cifar10``, ``imagefolder``), so configs can name them.
+Importing this package registers every source in :data:`DATASETS`: each
+module of the package is imported (:func:`proxynas.registry.discover`), so a
+new source is one module dropped in here, listed nowhere. The built-in ones
+(``digits``, ``cifar10``, ``imagefolder``) are also re-exported by name.
 """
 
 from proxynas.data.base import DATASETS, DatasetSource
@@ -9,5 +11,8 @@ from proxynas.data.cifar10 import CIFAR10
 from proxynas.data.digits import Digits
 from proxynas.data.imagefolder import ImageFolder
 from proxynas.data.types import DatasetSplits, ImageData
+from proxynas.registry import discover
+
+discover(__name__)
 
 __all__ = ["DATASETS", "DatasetSource", "DatasetSplits", "ImageData", "Digits", "CIFAR10", "ImageFolder"]

@@ -17,6 +17,7 @@ import torch
 
 from proxynas.data.types import DatasetSplits, ImageData
 from proxynas.errors import DataError
+from proxynas.fields import Checked, checked
 from proxynas.registry import Registry
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class DatasetSource(ABC):
+class DatasetSource(Checked, ABC):
     """A named way to load a labelled image dataset as seeded splits.
 
     ``val_fraction`` of the training images (per class) become the validation
@@ -40,13 +41,12 @@ class DatasetSource(ABC):
     """
 
     name: ClassVar[str]
+    #: behaviour version, part of every cache key this plugin is in: bump it when a
+    #: code change alters what the plugin computes, so cached results recompute
+    version: ClassVar[str] = "1"
 
-    val_fraction: float = 0.1
+    val_fraction: float = checked(0.1, gt=0, lt=1)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
     @abstractmethod
     def load(self) -> DatasetSplits:

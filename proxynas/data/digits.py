@@ -14,6 +14,7 @@ import torch
 
 from proxynas.data.base import DATASETS, DatasetSource, check_classes, make_splits, stratified_split
 from proxynas.data.types import DatasetSplits
+from proxynas.fields import checked
 
 __all__ = ["Digits"]
 
@@ -32,12 +33,7 @@ class Digits(DatasetSource):
 
     name: ClassVar[str] = "digits"
 
-    test_fraction: float = 0.25
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+    test_fraction: float = checked(0.25, gt=0, lt=1)
 
     def load(self) -> DatasetSplits:
         from sklearn.datasets import load_digits  # sklearn is slow to import; only pay when used

@@ -24,6 +24,7 @@ import torch
 from proxynas.data.base import DATASETS, DatasetSource, check_classes, make_splits, stratified_split
 from proxynas.data.types import DatasetSplits
 from proxynas.errors import DataError
+from proxynas.fields import checked
 
 __all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
 
@@ -49,17 +50,13 @@ class ImageFolder(DatasetSource):
     name: ClassVar[str] = "imagefolder"
 
     root: str = ""
-    image_size: int | None = None
-    workers: int = 0
+    image_size: int | None = checked(None, ge=1)
+    workers: int = checked(0, ge=0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.root:
             raise ValueError(f"root must be set to a folder holding {_LAYOUT}")
-        if self.image_size is not None and self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1 or None, got {self.image_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
 
     def load(self) -> DatasetSplits:
         root = Path(self.root).expanduser()

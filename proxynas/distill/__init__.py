@@ -1,6 +1,9 @@
 """Dataset distillation and coreset selection: ``train + ipc -> Summary``.
 
-Importing this package registers every built-in method in :data:`DISTILLERS`.
+Importing this package registers every method in :data:`DISTILLERS`: each
+module of the package is imported (:func:`proxynas.registry.discover`), so a
+new method is one module dropped in here, listed nowhere. The built-in
+methods are also re-exported by name.
 """
 
 from proxynas.distill.base import (
@@ -17,7 +20,6 @@ from proxynas.distill.dc import DC
 from proxynas.distill.dcc import DCC
 from proxynas.distill.dd import DD
 from proxynas.distill.dm import DM
-from proxynas.distill.dsa import DSA
 from proxynas.distill.frepo import FRePo
 from proxynas.distill.gradient_matching import GradientMatching, gradient_distance
 from proxynas.distill.herding import Herding
@@ -27,6 +29,9 @@ from proxynas.distill.kip import KIP
 from proxynas.distill.mtt import MTT
 from proxynas.distill.random import RandomCoreset
 from proxynas.distill.tesla import TESLA
+from proxynas.registry import discover
+
+discover(__name__)
 
 __all__ = [
     "DC",
@@ -34,7 +39,6 @@ __all__ = [
     "DD",
     "DISTILLERS",
     "DM",
-    "DSA",
     "FRePo",
     "Distiller",
     "FeatureCoreset",

@@ -17,6 +17,7 @@ import torch
 
 from proxynas.data.types import ImageData
 from proxynas.errors import ConfigError, DataError, DivergenceError
+from proxynas.fields import Checked, checked
 from proxynas.models import ConvNet
 from proxynas.progress import Progress, null_progress
 from proxynas.registry import Registry
@@ -57,12 +58,15 @@ class Summary:
 
 
 @dataclass(frozen=True)
-class Distiller(ABC):
+class Distiller(Checked, ABC):
     """A dataset-distillation or coreset method; fields are its settings."""
 
     name: ClassVar[str]
+    #: behaviour version, part of every cache key this plugin is in: bump it when a
+    #: code change alters what the plugin computes, so cached results recompute
+    version: ClassVar[str] = "1"
     # True when the method optimises an objective over iterations (it then
-    # fills Summary.history and the conformance suite checks it decreases).
+    # fills Summary.history and DistillerContract checks it decreases).
     iterative: ClassVar[bool]
 
     @property
@@ -236,17 +240,10 @@ class FeatureCoreset(Distiller):
 
     iterative: ClassVar[bool] = False
 
-    features: str = "convnet"
-    feature_batch: int = 512
-    width: int = 128
-    depth: int = 3
-
-    def __post_init__(self) -> None:
-        if self.features not in FEATURE_SPACES:
-            raise ValueError(f"unknown features {self.features!r}; choose one of: {', '.join(FEATURE_SPACES)}")
-        for name in ("feature_batch", "width", "depth"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+    features: str = checked("convnet", choices=FEATURE_SPACES)
+    feature_batch: int = checked(512, gt=0)
+    width: int = checked(128, gt=0)
+    depth: int = checked(3, gt=0)
 
     @abstractmethod
     def select(self, feats: torch.Tensor, ipc: int, generator: torch.Generator) -> torch.Tensor:
@@ -284,3 +281,40 @@ class FeatureCoreset(Distiller):
             per_class.append(train.x[chosen.to(train.x.device)])
             progress(k + 1, len(indices))
         return make_summary(train, per_class, self.name)
+
+
+#: how a synthetic set starts: real images of each class, or noise
+INITS = ("real", "noise")
+
+
+def initial_images(
+    train: ImageData, ipc: int, init: str, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """Synthetic images at step 0, classes in order: random real images of each class, or N(0, 1) noise.
+
+    Noise is standard normal because the images are normalised per channel.
+    """
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+    if init == "noise":
+        c, h, w = train.shape
+        return torch.randn(train.num_classes * ipc, c, h, w, generator=generator).to(device)
+    picks = [idx[torch.randperm(len(idx), generator=generator)[:ipc]] for idx in class_indices(train)]
+    return train.x[torch.cat(picks).to(train.x.device)].to(device, torch.float32)
+
+
+def finish_summary(
+    train: ImageData,
+    syn: torch.Tensor,
+    ipc: int,
+    method: str,
+    history: Sequence[float],
+    labels: torch.Tensor | None = None,
+) -> Summary:
+    """The CPU summary of ``syn`` (classes in order), carrying ``labels`` as MSE targets when learned."""
+    summary = make_summary(train, syn.detach().split(ipc), method, history)
+    if labels is None:
+        return summary
+    soft = labels.detach().to("cpu", torch.float32).contiguous()
+    return Summary(data=summary.data, method=method, history=summary.history, soft_labels=soft, label_loss="mse")
+

@@ -25,6 +25,7 @@ from torch import nn
 
 from proxynas.distill.base import DISTILLERS
 from proxynas.distill.gradient_matching import GradientMatching, dc_loops, epoch_batches
+from proxynas.fields import checked
 
 
 @DISTILLERS.register("dc")
@@ -43,17 +44,8 @@ class DC(GradientMatching):
 
     name: ClassVar[str] = "dc"
 
-    net_epochs: int | None = None
-    batch_train: int = 256
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.net_epochs is not None and (
-            isinstance(self.net_epochs, bool) or not isinstance(self.net_epochs, int) or self.net_epochs <= 0
-        ):
-            raise ValueError(f"net_epochs must be an integer > 0, got {self.net_epochs!r}")
-        if isinstance(self.batch_train, bool) or not isinstance(self.batch_train, int) or self.batch_train <= 0:
-            raise ValueError(f"batch_train must be an integer > 0, got {self.batch_train!r}")
+    net_epochs: int | None = checked(None, gt=0)
+    batch_train: int = checked(256, gt=0)
 
     def default_match_steps(self, ipc: int) -> int:
         """DC's outer_loop for ``ipc`` (:func:`dc_loops`)."""

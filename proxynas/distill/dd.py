@@ -28,16 +28,20 @@ from torch import nn
 from torch.func import functional_call
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc, descend, seeded_convnet
-from proxynas.distill.krr import (
+from proxynas.distill.base import (
+    DISTILLERS,
     INITS,
-    check_positive_float,
-    check_positive_int,
-    draw_seed,
+    Distiller,
+    Summary,
+    check_finite,
+    check_ipc,
+    descend,
     finish_summary,
     initial_images,
-    sample_batch,
+    seeded_convnet,
 )
+from proxynas.fields import checked
+from proxynas.numerics import draw_seed, sample_batch
 from proxynas.progress import Progress, null_progress
 
 SETTING = "distill.methods.dd.lr_img"  # what to lower when the objective diverges
@@ -79,28 +83,22 @@ class DD(Distiller):
     name: ClassVar[str] = "dd"
     iterative: ClassVar[bool] = True
 
-    iterations: int = 200
-    inner_steps: int = 10
-    truncate: int = 10
-    lr_inner: float = 0.1
-    lr_img: float = 0.1
-    batch_real: int = 256
-    init: str = "real"
-    width: int = 128
-    depth: int = 3
-    log_every: int = 10
+    iterations: int = checked(200, gt=0)
+    inner_steps: int = checked(10, gt=0)
+    truncate: int = checked(10, gt=0)
+    # a NaN step size is let through on purpose, and reported as a divergence naming lr_inner
+    lr_inner: float = checked(0.1, gt=0, allow_nan=True)
+    lr_img: float = checked(0.1, gt=0)
+    batch_real: int = checked(256, gt=0)
+    init: str = checked("real", choices=INITS)
+    width: int = checked(128, gt=0)
+    depth: int = checked(3, gt=0)
+    log_every: int = checked(10, gt=0)
 
     def __post_init__(self) -> None:
-        check_positive_int(self, "iterations", "inner_steps", "truncate", "batch_real", "width", "depth", "log_every")
+        super().__post_init__()
         if self.truncate > self.inner_steps:
             raise ValueError(f"truncate ({self.truncate}) must be <= inner_steps ({self.inner_steps})")
-        check_positive_float(self, "lr_img")
-        # `<= 0` (not `not > 0`) on purpose: a NaN step size is let through
-        # and reported as a divergence naming lr_inner.
-        if self.lr_inner <= 0:
-            raise ValueError(f"lr_inner must be > 0, got {self.lr_inner}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
 
     def unrolled_loss(
         self,

@@ -14,8 +14,10 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
+from proxynas.augment import DSA, check_strategy
 from proxynas.data.types import ImageData
 from proxynas.distill.base import (
+    INITS,
     DISTILLERS,
     Distiller,
     Summary,
@@ -26,12 +28,11 @@ from proxynas.distill.base import (
     make_summary,
     seeded_convnet,
 )
-from proxynas.distill.dsa import DSA
+from proxynas.fields import checked
+from proxynas.numerics import draw_seed
 from proxynas.progress import Progress, null_progress
 
-INITS = ("real", "noise")
 SETTING = "distill.methods.dm.lr_img"  # what to lower when the objective diverges
-_SEED_HIGH = 2**31 - 1
 
 
 @DISTILLERS.register("dm")
@@ -48,30 +49,17 @@ class DM(Distiller):
     name: ClassVar[str] = "dm"
     iterative: ClassVar[bool] = True
 
-    iterations: int = 200
-    lr_img: float = 1.0
-    momentum: float = 0.5
-    batch_real: int = 256
-    init: str = "real"
-    width: int = 128
-    depth: int = 3
-    dsa: str = "color_crop_cutout_flip_scale_rotate"
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "batch_real", "width", "depth", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be an integer > 0, got {value!r}")
-        # `<= 0` (not `not > 0`) on purpose: a NaN learning rate is let through
-        # and reported as a divergence at the iteration where it bites.
-        if self.lr_img <= 0:
-            raise ValueError(f"lr_img must be > 0, got {self.lr_img}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
-        DSA(strategy=self.dsa)  # raises ValueError naming the allowed transforms
+    iterations: int = checked(200, gt=0)
+    # a NaN learning rate is let through on purpose, and reported as a
+    # divergence at the iteration where it bites
+    lr_img: float = checked(1.0, gt=0, allow_nan=True)
+    momentum: float = checked(0.5, ge=0, lt=1)
+    batch_real: int = checked(256, gt=0)
+    init: str = checked("real", choices=INITS)
+    width: int = checked(128, gt=0)
+    depth: int = checked(3, gt=0)
+    dsa: str = checked("color_crop_cutout_flip_scale_rotate", check=check_strategy)
+    log_every: int = checked(10, gt=0)
 
     @property
     def augment(self) -> DSA:
@@ -136,12 +124,12 @@ class DM(Distiller):
         history: list[float] = []
 
         for it in range(1, self.iterations + 1):
-            net_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+            net_seed = draw_seed(generator)
             net = seeded_convnet(train, net_seed, device, width=self.width, depth=self.depth)
             real, fake = [], []
             for k, idx in enumerate(indices):
                 pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
-                aug_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+                aug_seed = draw_seed(generator)
                 real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
                 fake.append(augment(syn[k * ipc : (k + 1) * ipc], aug_seed))
             loss = self.objective(net.embed, real, fake)

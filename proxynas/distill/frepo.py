@@ -26,19 +26,21 @@ import torch
 import torch.nn.functional as F
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc, seeded_convnet
-from proxynas.distill.krr import (
+from proxynas.distill.base import (
+    DISTILLERS,
     INITS,
-    check_positive_float,
-    check_positive_int,
-    draw_seed,
+    Distiller,
+    Summary,
+    check_finite,
+    check_ipc,
     finish_summary,
     initial_images,
-    krr_loss,
-    regression_targets,
-    sample_batch,
+    seeded_convnet,
 )
+from proxynas.distill.krr import krr_loss, regression_targets
+from proxynas.fields import checked
 from proxynas.models import ConvNet
+from proxynas.numerics import draw_seed, sample_batch
 from proxynas.progress import Progress, null_progress
 
 SETTING = "distill.methods.frepo.lr_img"  # what to lower when the objective diverges
@@ -80,30 +82,18 @@ class FRePo(Distiller):
     name: ClassVar[str] = "frepo"
     iterative: ClassVar[bool] = True
 
-    iterations: int = 200
-    pool_size: int = 10
-    max_online_steps: int = 100
-    online_lr: float = 0.001
-    lr_img: float = 0.01
-    learn_labels: bool = False
-    reg: float = 1e-6
-    batch_target: int = 512
-    init: str = "real"
-    width: int = 128
-    depth: int = 3
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        check_positive_int(
-            self, "iterations", "pool_size", "max_online_steps", "batch_target", "width", "depth", "log_every"
-        )
-        check_positive_float(self, "lr_img", "online_lr")
-        if not self.reg >= 0:
-            raise ValueError(f"reg must be >= 0, got {self.reg}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
-        if not isinstance(self.learn_labels, bool):
-            raise ValueError(f"learn_labels must be true or false, got {self.learn_labels!r}")
+    iterations: int = checked(200, gt=0)
+    pool_size: int = checked(10, gt=0)
+    max_online_steps: int = checked(100, gt=0)
+    online_lr: float = checked(0.001, gt=0)
+    lr_img: float = checked(0.01, gt=0)
+    learn_labels: bool = checked(False)
+    reg: float = checked(1e-6, ge=0)
+    batch_target: int = checked(512, gt=0)
+    init: str = checked("real", choices=INITS)
+    width: int = checked(128, gt=0)
+    depth: int = checked(3, gt=0)
+    log_every: int = checked(10, gt=0)
 
     def objective(
         self, net: ConvNet, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, y_t: torch.Tensor

@@ -39,14 +39,16 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Sequence
+from typing import ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from proxynas.augment import DEFAULT_STRATEGY, DSA, check_strategy
 from proxynas.data.types import ImageData
 from proxynas.distill.base import (
+    INITS,
     Distiller,
     Summary,
     check_finite,
@@ -55,14 +57,12 @@ from proxynas.distill.base import (
     make_summary,
     seeded_convnet,
 )
-from proxynas.distill.dsa import DSA
 from proxynas.errors import DivergenceError
+from proxynas.fields import checked
+from proxynas.numerics import draw_seed
 from proxynas.progress import Progress, null_progress
 
 METRICS = ("cos", "mse", "l1")
-INITS = ("real", "noise")
-DEFAULT_DSA = "color_crop_cutout_flip_scale_rotate"
-_SEED_HIGH = 2**31 - 1
 _EPS = 1e-6  # DC's guard against a zero norm product in eq. 10
 
 Grads = Sequence[torch.Tensor]
@@ -170,15 +170,6 @@ def random_batches(n: int, batch: int, steps: int, generator: torch.Generator) -
     return [torch.randperm(n, generator=generator)[:batch] for _ in range(steps)]
 
 
-def _positive_int(owner: object, names: Iterable[str], *, allow_none: bool = False) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        if allow_none and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be an integer > 0, got {value!r}")
-
-
 @dataclass(frozen=True)
 class GradientMatching(Distiller):
     """DC's Algorithm 1 with hooks; subclasses are the registered methods.
@@ -208,39 +199,22 @@ class GradientMatching(Distiller):
 
     iterative: ClassVar[bool] = True
 
-    iterations: int = 200
-    match_steps: int | None = None
-    lr_img: float = 0.1
-    momentum_img: float = 0.5
-    lr_net: float = 0.01
-    momentum_net: float = 0.0
-    weight_decay_net: float = 0.0
-    batch_real: int = 256
-    init: str = "real"
-    metric: str = "cos"
-    width: int = 128
-    depth: int = 3
-    dsa: str = DEFAULT_DSA
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        _positive_int(self, ("iterations", "batch_real", "width", "depth", "log_every"))
-        _positive_int(self, ("match_steps",), allow_none=True)
-        # `<= 0` (not `not > 0`) on purpose: a NaN learning rate is let through
-        # and reported as a divergence at the iteration where it bites.
-        for name in ("lr_img", "lr_net"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum_img", "momentum_net"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.weight_decay_net < 0:
-            raise ValueError(f"weight_decay_net must be >= 0, got {self.weight_decay_net}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; choose one of: {', '.join(METRICS)}")
-        DSA(strategy=self.dsa)  # raises ValueError naming the allowed transforms
+    iterations: int = checked(200, gt=0)
+    match_steps: int | None = checked(None, gt=0)
+    # NaN learning rates are let through on purpose, and reported as a
+    # divergence at the iteration where they bite
+    lr_img: float = checked(0.1, gt=0, allow_nan=True)
+    momentum_img: float = checked(0.5, ge=0, lt=1)
+    lr_net: float = checked(0.01, gt=0, allow_nan=True)
+    momentum_net: float = checked(0.0, ge=0, lt=1)
+    weight_decay_net: float = checked(0.0, ge=0)
+    batch_real: int = checked(256, gt=0)
+    init: str = checked("real", choices=INITS)
+    metric: str = checked("cos", choices=METRICS)
+    width: int = checked(128, gt=0)
+    depth: int = checked(3, gt=0)
+    dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
+    log_every: int = checked(10, gt=0)
 
     # ------------------------------------------------------------ settings
     def setting(self, field: str) -> str:
@@ -344,7 +318,7 @@ class GradientMatching(Distiller):
             idx = idx.to(x.device)
             xb = x[idx]
             if augment.parts:
-                xb = augment(xb, int(torch.randint(0, _SEED_HIGH, (), generator=generator)))
+                xb = augment(xb, draw_seed(generator))
             loss = F.cross_entropy(net(xb), y[idx])
             if not torch.isfinite(loss):
                 self._network_diverged(loss.item(), iteration)
@@ -417,7 +391,7 @@ class GradientMatching(Distiller):
         lr_img = self.setting("lr_img")
 
         for it in range(1, self.iterations + 1):
-            net_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+            net_seed = draw_seed(generator)
             net, net_optimizer = self.new_network(train, real_x, real_y, net_seed, device, generator, it)
             with torch.no_grad():
                 self.project(stored, train)
@@ -427,7 +401,7 @@ class GradientMatching(Distiller):
                 real, fake = [], []
                 for c, idx in enumerate(indices):
                     pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
-                    aug_seed = int(torch.randint(0, _SEED_HIGH, (), generator=generator))
+                    aug_seed = draw_seed(generator)
                     real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
                     fake.append(augment(syn[c], aug_seed))
                 loss = self.matching_loss(net, real, fake)

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from proxynas.augment import DSA
 from proxynas.data.types import ImageData
 from proxynas.distill.base import DISTILLERS, class_indices
-from proxynas.distill.dsa import DSA
 from proxynas.distill.gradient_matching import (
     GradientMatching,
     Grads,
@@ -47,6 +47,7 @@ from proxynas.distill.gradient_matching import (
     gradient_distance,
     random_batches,
 )
+from proxynas.fields import checked
 
 
 def tile_spans(size: int, factor: int) -> list[tuple[int, int]]:
@@ -131,21 +132,11 @@ class IDC(GradientMatching):
     batch_real: int = 64
     metric: str = "mse"
     dsa: str = "color_crop_cutout"
-    factor: int = 2
-    pretrain_epochs: int = 1
-    net_steps: int = 30
-    batch_net: int = 64
+    factor: int = checked(2, gt=0)
+    pretrain_epochs: int = checked(1, ge=0)
+    net_steps: int = checked(30, gt=0)
+    batch_net: int = checked(64, gt=0)
     match_fc: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("factor", "net_steps", "batch_net"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be an integer > 0, got {value!r}")
-        epochs = self.pretrain_epochs
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"pretrain_epochs must be an integer >= 0, got {self.pretrain_epochs!r}")
 
     @property
     def augment(self) -> DSA:

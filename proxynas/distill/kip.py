@@ -24,17 +24,20 @@ from typing import ClassVar
 import torch
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_finite, check_ipc, descend
-from proxynas.distill.krr import (
+from proxynas.distill.base import (
+    DISTILLERS,
     INITS,
-    check_positive_float,
-    check_positive_int,
+    Distiller,
+    Summary,
+    check_finite,
+    check_ipc,
+    descend,
     finish_summary,
     initial_images,
-    krr_loss,
-    regression_targets,
-    sample_batch,
 )
+from proxynas.distill.krr import krr_loss, regression_targets
+from proxynas.fields import checked
+from proxynas.numerics import sample_batch
 from proxynas.progress import Progress, null_progress
 
 KERNELS = ("ntk", "nngp")
@@ -113,31 +116,17 @@ class KIP(Distiller):
     name: ClassVar[str] = "kip"
     iterative: ClassVar[bool] = True
 
-    iterations: int = 200
-    kernel: str = "ntk"
-    depth: int = 3
-    weight_var: float = 2.0
-    bias_var: float = 0.01
-    reg: float = 1e-6
-    lr_img: float = 0.01
-    learn_labels: bool = False
-    batch_target: int = 1024
-    init: str = "real"
-    log_every: int = 10
-
-    def __post_init__(self) -> None:
-        check_positive_int(self, "iterations", "depth", "batch_target", "log_every")
-        check_positive_float(self, "lr_img", "weight_var")
-        if not self.bias_var >= 0:
-            raise ValueError(f"bias_var must be >= 0, got {self.bias_var}")
-        if not self.reg >= 0:
-            raise ValueError(f"reg must be >= 0, got {self.reg}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {self.kernel!r}; choose one of: {', '.join(KERNELS)}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
-        if not isinstance(self.learn_labels, bool):
-            raise ValueError(f"learn_labels must be true or false, got {self.learn_labels!r}")
+    iterations: int = checked(200, gt=0)
+    kernel: str = checked("ntk", choices=KERNELS)
+    depth: int = checked(3, gt=0)
+    weight_var: float = checked(2.0, gt=0)
+    bias_var: float = checked(0.01, ge=0)
+    reg: float = checked(1e-6, ge=0)
+    lr_img: float = checked(0.01, gt=0)
+    learn_labels: bool = checked(False)
+    batch_target: int = checked(1024, gt=0)
+    init: str = checked("real", choices=INITS)
+    log_every: int = checked(10, gt=0)
 
     def kernel_fn(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """The chosen kernel ``K(x1, x2)`` (float64, ``[n1, n2]``)."""

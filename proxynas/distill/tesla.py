@@ -42,6 +42,7 @@ import torch
 
 from proxynas.distill.base import DISTILLERS
 from proxynas.distill.trajectory import Matched, TrajectoryMatching, Unroll, learned, matched
+from proxynas.fields import checked
 
 
 @DISTILLERS.register("tesla")
@@ -66,12 +67,7 @@ class TESLA(TrajectoryMatching):
     name: ClassVar[str] = "tesla"
 
     soft_labels: bool = True
-    exact: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.exact, bool):
-            raise ValueError(f"exact must be true or false, got {self.exact!r}")
+    exact: bool = checked(True)
 
     def matching_gradients(
         self, unroll: Unroll, syn: torch.Tensor, lr: torch.Tensor, labels: torch.Tensor | None

@@ -44,16 +44,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from proxynas.augment import DEFAULT_STRATEGY, DSA, check_strategy
 from proxynas.data.types import ImageData
-from proxynas.distill.base import PreparedDistiller, Summary, check_finite, check_ipc, make_summary, seeded_convnet
-from proxynas.distill.dsa import DSA
+from proxynas.distill.base import (
+    INITS,
+    PreparedDistiller,
+    Summary,
+    check_finite,
+    check_ipc,
+    initial_images,
+    make_summary,
+    seeded_convnet,
+)
 from proxynas.distill.gradient_matching import epoch_batches
-from proxynas.distill.krr import INITS, check_positive_int, draw_seed, initial_images
 from proxynas.errors import ConfigError, DivergenceError
+from proxynas.fields import checked
 from proxynas.models.convnet import NORMS
+from proxynas.numerics import draw_seed
 from proxynas.progress import Progress, null_progress
 
-DEFAULT_DSA = "color_crop_cutout_flip_scale_rotate"
 # Batch norm keeps running statistics outside the parameters, which an expert
 # trajectory of parameters cannot carry; every other ConvNet norm is stateless.
 STUDENT_NORMS = tuple(n for n in NORMS if n != "batchnorm")
@@ -214,73 +223,44 @@ class TrajectoryMatching(PreparedDistiller):
     )
     prepare_placeholders: ClassVar[Mapping[str, Any]] = {"max_start_epoch": 1, "expert_epochs": 1}
 
-    iterations: int = 5000
-    syn_steps: int = 30
-    expert_epochs: int = 2
-    max_start_epoch: int = 20
-    lr_img: float = 1000.0
-    momentum_img: float = 0.5
-    lr_lr: float = 1e-5
-    lr_teacher: float = 0.01
-    batch_syn: int | None = None
-    init: str = "real"
-    dsa: str = DEFAULT_DSA
-    soft_labels: bool = False
-    learn_labels: bool = False
-    lr_label: float = 1.0
-    log_every: int = 10
+    iterations: int = checked(5000, gt=0)
+    syn_steps: int = checked(30, gt=0)
+    expert_epochs: int = checked(2, gt=0)
+    max_start_epoch: int = checked(20, gt=0)
+    # NaN learning rates are let through on purpose, and reported as a
+    # divergence at the iteration where they bite
+    lr_img: float = checked(1000.0, gt=0, allow_nan=True)
+    momentum_img: float = checked(0.5, ge=0, lt=1)
+    lr_lr: float = checked(1e-5, gt=0, allow_nan=True)
+    lr_teacher: float = checked(0.01, gt=0, allow_nan=True)
+    batch_syn: int | None = checked(None, gt=0)
+    init: str = checked("real", choices=INITS)
+    dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
+    soft_labels: bool = checked(False)
+    learn_labels: bool = checked(False)
+    lr_label: float = checked(1.0, gt=0, allow_nan=True)
+    log_every: int = checked(10, gt=0)
     # -- experts (prepare_fields) --
-    num_experts: int = 10
-    expert_train_epochs: int = 50
-    expert_lr: float = 0.01
-    expert_momentum: float = 0.0
-    expert_weight_decay: float = 0.0
-    expert_batch: int = 256
-    expert_dsa: str = DEFAULT_DSA
-    width: int = 128
-    depth: int = 3
+    num_experts: int = checked(10, gt=0)
+    expert_train_epochs: int = checked(50, gt=0)
+    expert_lr: float = checked(0.01, gt=0, allow_nan=True)
+    expert_momentum: float = checked(0.0, ge=0, lt=1)
+    expert_weight_decay: float = checked(0.0, ge=0)
+    expert_batch: int = checked(256, gt=0)
+    expert_dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
+    width: int = checked(128, gt=0)
+    depth: int = checked(3, gt=0)
     norm: str = "instancenorm"
 
     def __post_init__(self) -> None:
-        check_positive_int(
-            self,
-            "iterations",
-            "syn_steps",
-            "expert_epochs",
-            "max_start_epoch",
-            "log_every",
-            "num_experts",
-            "expert_train_epochs",
-            "expert_batch",
-            "width",
-            "depth",
-        )
-        if self.batch_syn is not None:
-            check_positive_int(self, "batch_syn")
-        # `<= 0` (not `not > 0`) on purpose: a NaN learning rate is let through
-        # and reported as a divergence at the iteration where it bites.
-        for name in ("lr_img", "lr_lr", "lr_teacher", "lr_label", "expert_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("momentum_img", "expert_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.expert_weight_decay < 0:
-            raise ValueError(f"expert_weight_decay must be >= 0, got {self.expert_weight_decay}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; choose one of: {', '.join(INITS)}")
+        super().__post_init__()
         if self.norm not in STUDENT_NORMS:
             raise ValueError(
                 f"unknown norm {self.norm!r}; choose one of: {', '.join(STUDENT_NORMS)} "
                 "(batchnorm's running statistics are not parameters, so trajectories cannot carry them)"
             )
-        for name in ("soft_labels", "learn_labels"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.learn_labels and not self.soft_labels:
             raise ValueError("learn_labels needs soft_labels: true (there are no labels to learn otherwise)")
-        DSA(strategy=self.dsa)  # raises ValueError naming the allowed transforms
-        DSA(strategy=self.expert_dsa)
         last = self.max_start_epoch - 1 + self.expert_epochs
         if last > self.expert_train_epochs:
             # caught here, at config load, rather than after the experts have trained

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from proxynas.data.types import DatasetSplits, ImageData
+from proxynas.fields import Checked
 from proxynas.progress import Progress, null_progress
 from proxynas.registry import Registry
 from proxynas.spaces.base import SearchSpace
@@ -42,10 +43,13 @@ class ProxyContext:
 
 
 @dataclass(frozen=True)
-class Proxy(ABC):
+class Proxy(Checked, ABC):
     """Scores an architecture; higher must mean "predicted better"."""
 
     name: ClassVar[str]
+    #: behaviour version, part of every cache key this plugin is in: bump it when a
+    #: code change alters what the plugin computes, so cached results recompute
+    version: ClassVar[str] = "1"
     #: what the score means, for tables ("test accuracy %", "parameters")
     unit: ClassVar[str] = ""
     #: worth scoring in worker processes (training); cheap lookups are not

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from proxynas.fields import checked
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
 from proxynas.proxies.zero_cost_batch import ZeroCostBatch, build_network, loss_backward, weight_layers
 
@@ -42,12 +43,7 @@ class FisherProxy(ZeroCostBatch, Proxy):
     unit = "fisher information"
 
     #: weight each channel by the number of weights feeding it, as the reference code does
-    per_weight: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.per_weight, bool):
-            raise ValueError(f"per_weight must be true or false, got {self.per_weight!r}")
+    per_weight: bool = checked(True)
 
     def score(self, arch: str, ctx: ProxyContext) -> float:
         net = build_network(arch, ctx)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proxynas.data.types import ImageData
+from proxynas.fields import Checked, checked
 from proxynas.proxies.base import ProxyContext
 
 __all__ = [
@@ -46,17 +47,13 @@ WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass(frozen=True)
-class ZeroCostBatch:
+class ZeroCostBatch(Checked):
     """The setting every data-dependent zero-cost proxy has: how many images it looks at.
 
     64 is the minibatch Abdelfattah et al. used on NAS-Bench-201.
     """
 
-    batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+    batch_size: int = checked(64, ge=1)
 
     def batch(self, ctx: ProxyContext) -> tuple[torch.Tensor, torch.Tensor]:
         """This proxy's batch for ``ctx`` (see :func:`draw_batch`)."""

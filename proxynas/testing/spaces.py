@@ -49,6 +49,11 @@ class SearchSpaceContract:
     #: strings (and non-strings) that are no arch of any space; add space-specific near misses
     junk: ClassVar[tuple[Any, ...]] = ("", "not an arch", "|||", "+", "a=b", "\n", 42, None, ("x", 0))
 
+    @classmethod
+    def plugin_type(cls) -> type:
+        """The registered class this subclass tests."""
+        return type(cls.space)
+
     # -- helpers --------------------------------------------------------------------
 
     def archs(self, n: int | None = None, seed: int = 0) -> list[str]:

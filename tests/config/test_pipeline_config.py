@@ -47,7 +47,7 @@ def test_set_overrides_reach_plugins():
     [
         ("distill.ipcc=3", "unknown key 'distill.ipcc'"),
         ("distill.ipc=ten", "distill.ipc: expected an integer"),
-        ("distill.ipc=0", "distill: ipc must be >= 1"),
+        ("distill.ipc=0", "distill: ipc must be an integer >= 1, got 0"),
         ("distill.methods.magic={}", "unknown distiller 'magic'; choose one of:"),
         ("data.name=mnist", "data.name: unknown dataset 'mnist'"),
         ("space.name=darts", "unknown search space 'darts'"),

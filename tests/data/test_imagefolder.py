@@ -73,9 +73,9 @@ def test_grayscale_images_become_rgb(tmp_path):
 def test_root_is_required():
     with pytest.raises(ValueError, match="root must be set"):
         ImageFolder()
-    with pytest.raises(ValueError, match="image_size must be >= 1"):
+    with pytest.raises(ValueError, match="image_size must be an integer >= 1 or null, got 0"):
         ImageFolder(root="x", image_size=0)
-    with pytest.raises(ValueError, match="workers must be >= 0"):
+    with pytest.raises(ValueError, match="workers must be an integer >= 0, got -1"):
         ImageFolder(root="x", workers=-1)
 
 

@@ -107,5 +107,5 @@ def test_convnet_features_depend_on_seed_pixels_do_not():
 def test_bad_settings_rejected(cls):
     with pytest.raises(ValueError, match="convnet, pixels"):
         cls(features="resnet")
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(ValueError, match="feature_batch must be an integer > 0, got 0"):
         cls(feature_batch=0)

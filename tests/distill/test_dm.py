@@ -7,6 +7,7 @@ from proxynas.data.types import ImageData
 from proxynas.distill import DM
 from proxynas.distill.base import seeded_convnet
 from proxynas.errors import DivergenceError
+from proxynas.testing.distillers import DistillerContract
 
 CPU = torch.device("cpu")
 SMALL = {"width": 32, "depth": 2}  # depth 2 keeps a 2x2 map on 8x8 images
@@ -86,14 +87,6 @@ def test_history_and_progress():
     assert all(c[2]["loss"] == summary.history[c[0] - 1] for c in calls)
 
 
-def test_global_rng_untouched():
-    torch.manual_seed(5)
-    expected = torch.rand(3)
-    torch.manual_seed(5)
-    DM(iterations=3, **SMALL).distill(tiny(), 2, seed=0, device=CPU)
-    assert torch.equal(torch.rand(3), expected)
-
-
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -108,3 +101,7 @@ def test_global_rng_untouched():
 def test_bad_settings_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DM(**kwargs)
+
+
+class TestDMContract(DistillerContract):
+    distiller = DM(iterations=12, **SMALL)

@@ -1,8 +1,6 @@
 """The stage cache: atomic entries, crash safety, corrupt entries (keys: test_keys.py)."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch

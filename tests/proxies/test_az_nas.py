@@ -22,6 +22,7 @@ from proxynas.proxies.az_nas import (
     rademacher_like,
 )
 from proxynas.spaces import SEARCH_SPACES
+from proxynas.testing.proxies import ProxyContract
 from tests.proxies.tiny import ALL_CONV, ALL_NONE, ARCH, SPACE, make_ctx, make_data
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
@@ -232,3 +233,7 @@ def test_registered_with_its_settings():
     assert PROXIES.get("az_nas") is AZNasProxy
     proxy = AZNasProxy()
     assert (proxy.batch_size, proxy.inputs, proxy.init) == (64, "gaussian", "kaiming_normal")
+
+
+class TestAZNasContract(ProxyContract):
+    proxy = AZNasProxy(batch_size=16)

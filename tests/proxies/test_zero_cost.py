@@ -12,7 +12,6 @@ from proxynas.proxies.zero_cost_batch import build_network, draw_batch, strip_ba
 from tests.proxies.tiny import ALL_CONV, ALL_NONE, ARCH, make_ctx, make_data
 
 
-
 @pytest.fixture(scope="module")
 def ctx():
     return make_ctx(make_data(channels=3))
@@ -25,19 +24,6 @@ def test_registry_holds_all_zero_cost_proxies():
     assert set(ZERO_COST_PROXIES) <= set(PROXIES.names())
     for name in ZERO_COST_PROXIES:
         assert PROXIES.get(name).unit
-
-
-@pytest.mark.parametrize("name", ZERO_COST_PROXIES)
-@pytest.mark.parametrize("channels", [1, 3])
-def test_each_proxy_is_finite_and_deterministic(name, channels):
-    context = make_ctx(make_data(channels=channels))
-    proxy = PROXIES.get(name)()
-    a, b = proxy.score(ARCH, context), proxy.score(ARCH, context)
-    assert a == b
-    if proxy.combines:  # named components, turned into values over a population by combine()
-        assert a and all(isinstance(v, float) and math.isfinite(v) for v in a.values())
-        (a,) = proxy.combine([a])
-    assert isinstance(a, float) and math.isfinite(a)
 
 
 @pytest.mark.parametrize("name", ["snip", "grad_norm", "fisher", "naswot", "jacob_cov"])

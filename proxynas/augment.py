@@ -1,4 +1,4 @@
-"""Differentiable Siamese Augmentation (DSA).
+"""Differentiable Siamese Augmentation (DSA): A(x, omega), the augmentation of training and of the distillers.
 
 Zhao & Bilen, "Dataset Condensation with Differentiable Siamese Augmentation"
 (ICML 2021). Every transform A(x, omega) is written with differentiable torch
@@ -9,6 +9,11 @@ released code, one omega is shared by the whole batch when matching, so
 batches of different sizes (256 real vs. ipc synthetic) see the same
 transform; ``per_sample=True`` draws one omega per image instead, which is how
 the paper augments when *training* a network on a summary.
+
+:class:`DSA` holds the parameters (the paper code's ``ParamDiffAug``),
+:data:`TRANSFORMS` the transforms, and ``DSA(...)(x, seed)`` draws omega
+from ``seed``. Used by :mod:`proxynas.training` (``augment: dsa``) and by the
+distillers (DC/DSA, DCC, IDC, DM, MTT, TESLA).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from proxynas.fields import Checked, checked
+
+__all__ = ["DEFAULT_STRATEGY", "DSA", "MODES", "TRANSFORMS", "Transform", "check_strategy", "strategy_parts"]
 
 # A transform: (images, settings, CPU generator) -> transformed images.
 Transform = Callable[[torch.Tensor, "DSA", torch.Generator], torch.Tensor]
@@ -130,9 +139,29 @@ TRANSFORMS: dict[str, tuple[Transform, ...]] = {
 # aug_mode "S"); "all": each call applies every part in order (aug_mode "M").
 MODES = ("one", "all")
 
+#: every part, in the paper's order (its released code's default strategy)
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+
+
+def strategy_parts(strategy: str) -> tuple[str, ...]:
+    """The transform names of ``"_"``-joined ``strategy``, in order (empty for ``"none"``)."""
+    if strategy in ("", "none"):
+        return ()
+    return tuple(strategy.split("_"))
+
+
+def check_strategy(strategy: str) -> None:
+    """Raise ValueError naming the allowed transforms unless every part of ``strategy`` is one."""
+    unknown = [p for p in strategy_parts(strategy) if p not in TRANSFORMS]
+    if unknown:
+        raise ValueError(
+            f"unknown DSA transform {unknown[0]!r} in strategy {strategy!r}; "
+            f"choose from: {', '.join(TRANSFORMS)} (joined by '_'), or 'none'"
+        )
+
 
 @dataclass(frozen=True)
-class DSA:
+class DSA(Checked):
     """Siamese differentiable augmentation; ``DSA()(x, seed)`` with the same seed on real and synthetic.
 
     Defaults are the DSA paper's (Zhao & Bilen 2021, released code).
@@ -141,41 +170,22 @@ class DSA:
     one per batch (for matching, where it keeps real and synthetic siamese).
     """
 
-    strategy: str = "color_crop_cutout_flip_scale_rotate"
-    mode: str = "one"
-    prob_flip: float = 0.5
-    per_sample: bool = False
-    ratio_scale: float = 1.2
-    ratio_rotate: float = 15.0
-    ratio_crop_pad: float = 0.125
-    ratio_cutout: float = 0.5
-    brightness: float = 1.0
-    saturation: float = 2.0
-    contrast: float = 0.5
-
-    def __post_init__(self) -> None:
-        unknown = [p for p in self.parts if p not in TRANSFORMS]
-        if unknown:
-            raise ValueError(
-                f"unknown DSA transform {unknown[0]!r} in strategy {self.strategy!r}; "
-                f"choose from: {', '.join(TRANSFORMS)} (joined by '_'), or 'none'"
-            )
-        if self.mode not in MODES:
-            raise ValueError(f"unknown DSA mode {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if not 0.0 <= self.prob_flip <= 1.0:
-            raise ValueError(f"prob_flip must be in [0, 1], got {self.prob_flip}")
-        if self.ratio_scale < 1.0:
-            raise ValueError(f"ratio_scale must be >= 1, got {self.ratio_scale}")
-        for name in ("ratio_rotate", "ratio_crop_pad", "ratio_cutout", "brightness", "saturation", "contrast"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    strategy: str = checked(DEFAULT_STRATEGY, check=check_strategy)
+    mode: str = checked("one", choices=MODES)
+    prob_flip: float = checked(0.5, ge=0, le=1)
+    per_sample: bool = checked(False)
+    ratio_scale: float = checked(1.2, ge=1)
+    ratio_rotate: float = checked(15.0, ge=0)
+    ratio_crop_pad: float = checked(0.125, ge=0)
+    ratio_cutout: float = checked(0.5, ge=0)
+    brightness: float = checked(1.0, ge=0)
+    saturation: float = checked(2.0, ge=0)
+    contrast: float = checked(0.5, ge=0)
 
     @property
     def parts(self) -> tuple[str, ...]:
         """The strategy's transform names, in order (empty for ``"none"``)."""
-        if self.strategy in ("", "none"):
-            return ()
-        return tuple(self.strategy.split("_"))
+        return strategy_parts(self.strategy)
 
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         """A(x, omega) of Zhao & Bilen 2021 (sec. 3, siamese augmentation), with omega drawn from ``seed``.

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from proxynas.distill import DSA
-from proxynas.distill.dsa import TRANSFORMS
+from proxynas.augment import DSA, TRANSFORMS, check_strategy
 
 
 def images(n=4, c=3, size=16, seed=0):
@@ -118,3 +117,51 @@ def test_bad_settings_rejected():
         DSA(mode="some")
     with pytest.raises(ValueError, match="prob_flip"):
         DSA(prob_flip=1.5)
+    with pytest.raises(ValueError, match=r"ratio_scale must be >= 1, got 0\.5"):
+        DSA(ratio_scale=0.5)
+    with pytest.raises(ValueError, match="per_sample must be true or false"):
+        DSA(per_sample="yes")
+
+
+def test_check_strategy_is_the_check_distillers_declare():
+    check_strategy("none")
+    check_strategy("color_crop")
+    with pytest.raises(ValueError, match="unknown DSA transform 'blur'"):
+        check_strategy("crop_blur")
+
+
+# Exact outputs for seed 3 (11 for mode "all"), pinned so moving or refactoring
+# the transforms cannot silently change what a seed draws: (sum, position-weighted sum).
+PINNED = [
+    ("color", False, 1053.066318511963, 494.6812011301663),
+    ("color", True, 371.4655283726752, 211.8362268401276),
+    ("crop", False, 2.241966947040055, -23.67185174594834),
+    ("crop", True, -17.82175216905307, -37.118155346255605),
+    ("cutout", False, 16.014781530946493, -7.9930110182607805),
+    ("cutout", True, -27.014650632161647, -31.256704303386186),
+    ("flip", False, -5.407442623283714, -32.315297686071595),
+    ("flip", True, -5.407442623283714, -32.3089587984659),
+    ("scale", False, 4.60133755816787, -21.503653310922225),
+    ("scale", True, -0.4719533773313742, -30.330347807042216),
+    ("rotate", False, 7.63400542474119, -27.59875015748098),
+    ("rotate", True, 6.366255923989229, -28.54985527887989),
+    ("color_crop_cutout_flip_scale_rotate", False, 4.60133755816787, -21.503653310922225),
+    ("color_crop_cutout_flip_scale_rotate", True, -0.4719533773313742, -30.330347807042216),
+]
+
+
+def _digest(out):
+    out = out.double()
+    w = torch.arange(out.numel(), dtype=torch.float64).view_as(out) / out.numel()
+    return float(out.sum()), float((out * w).sum())
+
+
+@pytest.mark.parametrize("strategy, per_sample, total, weighted", PINNED)
+def test_seeded_output_is_pinned(strategy, per_sample, total, weighted):
+    out = DSA(strategy=strategy, per_sample=per_sample)(images(), 3)
+    assert _digest(out) == pytest.approx((total, weighted), rel=1e-6, abs=1e-5)
+
+
+def test_seeded_output_of_mode_all_is_pinned():
+    out = DSA(mode="all")(images(), 11)
+    assert _digest(out) == pytest.approx((-602.4880014447335, -328.4203624362433), rel=1e-6, abs=1e-5)

@@ -1,0 +1,273 @@
+"""The contract every distiller meets, as a pytest suite a method's test subclasses.
+
+A method is tested by one subclass naming one *fast* instance (a CPU run on the
+tiny data below should take well under a second)::
+
+    from proxynas.testing.distillers import DistillerContract
+
+    class TestDMContract(DistillerContract):
+        distiller = DM(iterations=12, width=16, depth=2)
+
+The class is not named ``Test...`` so pytest collects only its subclasses. The
+distillation runs once per subclass (a class-scoped fixture: seed 0 twice and
+seed 1 once) and every test reads those runs. A :class:`PreparedDistiller`
+(MTT, TESLA) is run whole for seed 0 and as ``prepare`` + ``distill_prepared``
+for the repeat, so the two must agree exactly.
+
+What is checked: ``ipc`` images per class in class order, on the CPU, finite,
+float32, with the data's classes and normalisation stats; valid soft labels;
+the input and torch's global RNG left alone; the same summary for one seed and
+another for another seed (unless the method is not ``seeded``); for iterative
+methods a history of at least 10 values whose last 5 average below the first
+5; progress reported up to done == total; a preparation that survives the
+stage cache; one-line errors for a missing or too small class and a bad
+``ipc``; the registered name and config round trip; a docstring citing the
+paper.
+
+Optional class attributes: ``ipc`` (default 2) and ``train`` (an
+:class:`ImageData`; default :func:`tiny_images`, three separable classes of
+1x8x8 images).
+
+A :class:`PreparedDistiller` is tested with :class:`PreparedDistillerContract`,
+which adds the check that its preparation survives the stage cache.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import pytest
+import torch
+
+from proxynas.data.types import ImageData
+from proxynas.distill.base import DISTILLERS, LABEL_LOSSES, Distiller, PreparedDistiller, Summary
+from proxynas.errors import ConfigError, DataError
+from proxynas.testing.plugins import assert_cites_a_paper, assert_registered
+
+__all__ = ["DistillerContract", "PreparedDistillerContract", "Runs", "tiny_images"]
+
+CPU = torch.device("cpu")
+
+def tiny_images(
+    classes: Sequence[str] = ("ant", "bee", "cat"), per_class: Sequence[int] = (20, 20, 20), seed: int = 0
+) -> ImageData:
+    """Separable 1x8x8 classes: a fixed random pattern per class plus small pixel noise.
+
+    The classes are interleaved (as in a real split) and the normalisation
+    stats are made up (``(0.5,)``, ``(0.25,)``) so a summary that drops or
+    recomputes them is caught.
+    """
+    if len(per_class) != len(classes):
+        raise ValueError(f"per_class has {len(per_class)} counts for {len(classes)} classes")
+    g = torch.Generator().manual_seed(seed)
+    centres = 1.5 * torch.randn(len(classes), 1, 8, 8, generator=g)
+    y = torch.cat([torch.full((n,), k) for k, n in enumerate(per_class)]).long()
+    x = centres[y] + 0.5 * torch.randn(len(y), 1, 8, 8, generator=g)
+    perm = torch.randperm(len(y), generator=g)
+    return ImageData(x[perm], y[perm], tuple(classes), (0.5,), (0.25,))
+
+
+@dataclass
+class Runs:
+    """What the class-scoped fixture computed once for one distiller."""
+
+    first: Summary  # seed 0, reporting progress
+    again: Summary  # seed 0 again (prepare + distill_prepared for a PreparedDistiller)
+    other: Summary  # seed 1
+    progress: list[tuple[int, int]] = field(default_factory=list)
+    input_unchanged: bool = True
+    rng_untouched: bool = True  # the global torch RNG was left as it was
+    prepared: Any = None  # prepare()'s output for seed 0 (PreparedDistiller only)
+
+
+class DistillerContract:
+    """Inherited tests for one distiller instance; subclasses set :attr:`distiller`."""
+
+    #: the fast instance under test (required)
+    distiller: ClassVar[Distiller]
+    #: images per class to distill
+    ipc: ClassVar[int] = 2
+    #: the training images; ``None`` means :func:`tiny_images`
+    train: ClassVar[ImageData | None] = None
+
+    @classmethod
+    def plugin_type(cls) -> type:
+        """The registered class this subclass tests."""
+        return type(cls.distiller)
+
+    # -- fixtures ---------------------------------------------------------------------
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def method(cls) -> Distiller:
+        method = getattr(cls, "distiller", None)
+        assert isinstance(method, Distiller), f"{cls.__name__} must set `distiller = <a Distiller instance>`"
+        return method
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def data(cls) -> ImageData:
+        return cls.train if cls.train is not None else tiny_images()
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def runs(cls, method: Distiller, data: ImageData) -> Runs:
+        """The distillations every other test reads, computed once per subclass."""
+        x, y = data.x.clone(), data.y.clone()
+        calls: list[tuple[int, int]] = []
+        rng = torch.random.get_rng_state()
+        first = method.distill(
+            data, cls.ipc, seed=0, device=CPU, progress=lambda done, total, **info: calls.append((done, total))
+        )
+        rng_untouched = torch.equal(torch.random.get_rng_state(), rng)
+        unchanged = torch.equal(data.x, x) and torch.equal(data.y, y)
+        prepared = None
+        if isinstance(method, PreparedDistiller):
+            prepared = method.prepare(data, seed=0, device=CPU)
+            again = method.distill_prepared(data, cls.ipc, prepared, seed=0, device=CPU)
+        else:
+            again = method.distill(data, cls.ipc, seed=0, device=CPU)
+        other = method.distill(data, cls.ipc, seed=1, device=CPU)
+        return Runs(first, again, other, calls, unchanged, rng_untouched, prepared)
+
+    # -- the summary ------------------------------------------------------------------
+
+    def test_summary_has_ipc_images_per_class_in_class_order(self, method, data, runs):
+        out = runs.first.data
+        c, h, w = data.shape
+        assert tuple(out.x.shape) == (data.num_classes * self.ipc, c, h, w)
+        assert out.x.dtype == torch.float32 and out.y.dtype == torch.int64
+        assert torch.equal(out.y, torch.arange(data.num_classes).repeat_interleave(self.ipc))
+        assert out.classes == data.classes
+        assert (out.mean, out.std) == (data.mean, data.std), "the summary must keep the data's normalisation"
+
+    def test_summary_is_named_after_the_method(self, method, runs):
+        assert runs.first.method == type(method).name
+
+    def test_summary_is_on_the_cpu_finite_and_detached(self, runs):
+        out = runs.first.data
+        assert out.x.device.type == "cpu" and out.y.device.type == "cpu"
+        assert torch.isfinite(out.x).all()
+        assert not out.x.requires_grad
+
+    def test_soft_labels_are_valid(self, runs):
+        summary = runs.first
+        assert summary.label_loss in LABEL_LOSSES
+        labels = summary.soft_labels
+        if labels is None:
+            return
+        assert tuple(labels.shape) == (len(summary.data), summary.data.num_classes)
+        assert labels.dtype == torch.float32 and labels.device.type == "cpu"
+        assert torch.isfinite(labels).all() and not labels.requires_grad
+
+    def test_input_is_not_modified(self, runs):
+        assert runs.input_unchanged, "distill() changed the training images or labels it was given"
+
+    def test_global_rng_is_left_alone(self, runs):
+        assert runs.rng_untouched, "distill() must draw from its own generators, not torch's global RNG"
+
+    # -- seeds ------------------------------------------------------------------------
+
+    def test_same_seed_gives_the_same_summary(self, method, runs):
+        a, b = runs.first, runs.again
+        assert torch.equal(a.data.x, b.data.x)
+        assert a.history == b.history
+        assert (a.soft_labels is None) == (b.soft_labels is None)
+        if a.soft_labels is not None:
+            assert torch.equal(a.soft_labels, b.soft_labels)
+
+    def test_another_seed_gives_another_summary(self, method, runs):
+        if not method.seeded:
+            assert torch.equal(runs.first.data.x, runs.other.data.x), "an unseeded method must ignore the seed"
+            return
+        assert not torch.equal(runs.first.data.x, runs.other.data.x)
+
+    # -- the objective and progress ---------------------------------------------------
+
+    def test_iterative_methods_fill_history_and_lower_their_objective(self, method, runs):
+        assert isinstance(type(method).iterative, bool)
+        history = runs.first.history
+        if not method.iterative:
+            assert history == ()
+            return
+        assert len(history) >= 10, "log enough of the objective to see it go down (lower log_every)"
+        assert all(isinstance(v, float) for v in history)
+        first, last = history[:5], history[-5:]
+        assert sum(last) / len(last) < sum(first) / len(first)
+
+    def test_progress_reports_within_bounds(self, runs):
+        calls = runs.progress
+        assert calls, "a distiller should report progress"
+        assert all(0 < done <= total for done, total in calls)
+        assert calls[-1][0] == calls[-1][1]
+
+    # -- errors -----------------------------------------------------------------------
+
+    def test_missing_class_is_a_one_line_error(self, method, data):
+        last = data.num_classes - 1
+        without = data.subset(torch.nonzero(data.y != last).flatten())
+        name = re.escape(repr(data.classes[last]))
+        with pytest.raises(DataError, match=rf"class {name} has no training images") as err:
+            method.distill(without, self.ipc, seed=0, device=CPU)
+        assert "\n" not in str(err.value)
+
+    def test_too_small_class_is_a_one_line_error(self, method, data):
+        if self.ipc < 2:
+            pytest.skip("with ipc=1 a too-small class is a missing one")
+        keep = torch.ones(len(data), dtype=torch.bool)
+        keep[torch.nonzero(data.y == 1).flatten()[self.ipc - 1 :]] = False  # class 1 keeps ipc - 1 images
+        small = data.subset(torch.nonzero(keep).flatten())
+        name = re.escape(repr(data.classes[1]))
+        with pytest.raises(DataError, match=rf"class {name} has {self.ipc - 1} images but ipc={self.ipc}") as err:
+            method.distill(small, self.ipc, seed=0, device=CPU)
+        assert "\n" not in str(err.value)
+
+    @pytest.mark.parametrize("ipc", [0, -1, True, 1.5])
+    def test_bad_ipc_is_a_one_line_error(self, method, data, ipc):
+        with pytest.raises(ConfigError, match=r"distill\.ipc") as err:
+            method.distill(data, ipc, seed=0, device=CPU)
+        assert "\n" not in str(err.value)
+
+    # -- identity ---------------------------------------------------------------------
+
+    def test_registered_and_rebuilt_from_its_config(self, method):
+        assert_registered(method, DISTILLERS, Distiller)
+
+    def test_every_setting_has_a_default(self, method):
+        assert isinstance(type(method)(), type(method))
+
+    def test_docstring_cites_a_paper(self, method):
+        assert_cites_a_paper(type(method))
+
+
+class PreparedDistillerContract(DistillerContract):
+    """:class:`DistillerContract` for a :class:`PreparedDistiller` (MTT, TESLA), plus its preparation."""
+
+    def test_is_a_prepared_distiller(self, method):
+        assert isinstance(method, PreparedDistiller), f"{type(method).__name__}: use DistillerContract"
+
+    def test_preparation_is_cacheable(self, method, runs):
+        # the pipeline stores prepare()'s output with torch.save and loads it without pickled code
+        buffer = io.BytesIO()
+        torch.save({"prepared": runs.prepared}, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=True)["prepared"]
+        assert _tensors_equal(loaded, runs.prepared)
+        # and rebuilds the method from the preparation settings alone
+        params = method.prepare_params()
+        assert set(params) == set(type(method).prepare_fields)
+        assert type(method).for_prepare(params).prepare_params() == params
+
+
+def _tensors_equal(a: Any, b: Any) -> bool:
+    """Structural equality of nested lists/tuples/dicts of tensors (exact)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
+    return a == b
