@@ -10,15 +10,15 @@ reference cost, followed by the published anchors for NB201/CIFAR-10.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 
 from proxynas.app import build_runner
 from proxynas.config import load_config
 from proxynas.engine import ConsoleHook
 from proxynas.report import format_report
+
+from workplace import data_root_overrides  # benchmarks/workplace.py
 
 # Spearman vs NB201 CIFAR-10 200-epoch accuracy reported in the literature.
 ANCHORS = [
@@ -28,28 +28,6 @@ ANCHORS = [
     ("NB201 12-epoch training (measured on the shared table)", "0.87"),
     ("AZ-NAS (Lee & Ham, CVPR 2024)", "0.91"),
 ]
-
-
-#: the workplace's CIFAR-10 copy beside the checkout (a plain clone has none:
-#: pass --data-root or --set data.root=...)
-WORKPLACE_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
-
-
-def data_root_overrides(pipeline: str, data_root: str | None, overrides: list[str]) -> list[str]:
-    """``overrides`` preceded by ``data.root=...`` (so a --set still wins) for an ImageFolder pipeline.
-
-    ``data_root`` defaults to the workplace's CIFAR-10 archive when there is one
-    (relative to the working directory, so cache keys match earlier runs);
-    a pipeline whose dataset is not an ImageFolder is left alone unless
-    ``--data-root`` was given.
-    """
-    from proxynas.config import load_config
-
-    if data_root is None:
-        if not WORKPLACE_CIFAR10.is_file() or type(load_config(pipeline, overrides).data).name != "imagefolder":
-            return list(overrides)
-        data_root = os.path.relpath(WORKPLACE_CIFAR10)  # from the checkout: ../shared/..., as cached runs used
-    return [f"data.root={data_root}", *overrides]
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,6 @@ The table is mean +- std over seeds (the sampler's seed; proxies are fixed).
 from __future__ import annotations
 
 import argparse
-import os
 import math
 import statistics
 import sys
@@ -50,6 +49,8 @@ from proxynas.search import (
     regret_png,
     run_search,
 )
+
+from workplace import data_root_overrides  # benchmarks/workplace.py
 
 DEFAULT_PIPELINE = "pipelines/nb201_cifar10_cpu.yaml"
 DEFAULT_TABLE = ""  # empty: the NB201 table shipped with proxynas
@@ -73,28 +74,6 @@ def make_objective(row: str, config, table, column: str, score_cache: Path):
     if row == "oracle":
         return TableObjective(table, column, name="oracle")
     return CachedObjective(ProxyObjective.from_pipeline(config, row, hooks=[ConsoleHook()]), score_cache)
-
-
-#: the workplace's CIFAR-10 copy beside the checkout (a plain clone has none:
-#: pass --data-root or --set data.root=...)
-WORKPLACE_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10-jpeg.tar.gz"
-
-
-def data_root_overrides(pipeline: str, data_root: str | None, overrides: list[str]) -> list[str]:
-    """``overrides`` preceded by ``data.root=...`` (so a --set still wins) for an ImageFolder pipeline.
-
-    ``data_root`` defaults to the workplace's CIFAR-10 archive when there is one
-    (relative to the working directory, so cache keys match earlier runs);
-    a pipeline whose dataset is not an ImageFolder is left alone unless
-    ``--data-root`` was given.
-    """
-    from proxynas.config import load_config
-
-    if data_root is None:
-        if not WORKPLACE_CIFAR10.is_file() or type(load_config(pipeline, overrides).data).name != "imagefolder":
-            return list(overrides)
-        data_root = os.path.relpath(WORKPLACE_CIFAR10)  # from the checkout: ../shared/..., as cached runs used
-    return [f"data.root={data_root}", *overrides]
 
 
 def main(argv=None) -> int:
