@@ -23,6 +23,7 @@ __all__ = [
     "kendall",
     "topk_precision",
     "topk_spearman",
+    "ndcg",
     "bootstrap_ci",
     "rank_metrics",
     "RankMetrics",
@@ -109,6 +110,26 @@ def topk_spearman(proxy: Scores, ref: Scores, k: int) -> float:
     _check_k(k, len(p), _MIN_N)
     top = _top(r, k)
     return spearman(p[top], r[top])
+
+
+def ndcg(proxy: Scores, ref: Scores, k: int | None = None) -> float:
+    """Normalised discounted cumulative gain of the proxy's order, at ``k`` (default: all).
+
+    ``DCG@k = sum_{i<=k} g(pi_i) / log2(i + 1)`` over the architectures in the
+    proxy's order ``pi`` (Jarvelin & Kekalainen, ACM TOIS 2002), divided by the
+    DCG of the reference's own order. The gain ``g`` is the reference value
+    min-max scaled to [0, 1], so the worst architecture gains nothing and the
+    metric does not sit near 1 merely because accuracies are all near 90%.
+    Ties in the proxy are broken by position, as in :func:`topk_precision`.
+    """
+    p, r = _validate(proxy, ref)
+    k = len(p) if k is None else k
+    _check_k(k, len(p), 1)
+    span = r.max() - r.min()
+    gain = (r - r.min()) / span if span > 0 else np.ones_like(r)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = float(np.sum(gain[_top(r, k)] * discount))
+    return float(np.sum(gain[_top(p, k)] * discount)) / ideal if ideal > 0 else float("nan")
 
 
 def bootstrap_ci(

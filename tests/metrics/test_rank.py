@@ -162,3 +162,19 @@ def test_rank_metrics_constant_proxy_is_nan_not_a_crash():
     assert math.isnan(m.spearman) and math.isnan(m.kendall) and math.isnan(m.topk_spearman)
     assert all(math.isnan(v) for v in m.spearman_ci)
     assert m.topk_precision == 0.0  # ties broken by position: proxy keeps {0, 1, 2}, ref's best are {3, 4, 5}
+
+
+def test_ndcg_by_hand_and_its_bounds():
+    from proxynas.metrics import ndcg
+
+    ref = [90.0, 80.0, 70.0, 60.0]  # gains 1, 2/3, 1/3, 0
+    assert ndcg(ref, ref) == pytest.approx(1.0)
+    # proxy order: archs 1, 0, 3, 2 -> DCG = 2/3 + 1/log2(3) + 0 + (1/3)/log2(5)
+    dcg = 2 / 3 + 1 / math.log2(3) + (1 / 3) / math.log2(5)
+    ideal = 1 + (2 / 3) / math.log2(3) + (1 / 3) / math.log2(4)
+    assert ndcg([3.0, 4.0, 1.0, 2.0], ref) == pytest.approx(dcg / ideal)
+    # at k=1 only the proxy's first pick counts: arch 1 gains 2/3 of the best
+    assert ndcg([3.0, 4.0, 1.0, 2.0], ref, k=1) == pytest.approx(2 / 3)
+    assert ndcg([-x for x in ref], ref) < ndcg([3.0, 4.0, 1.0, 2.0], ref) < 1.0
+    with pytest.raises(ValueError, match="k"):
+        ndcg(ref, ref, k=5)
