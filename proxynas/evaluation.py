@@ -10,7 +10,10 @@ On CUDA everything runs in-process (CUDA does not survive a fork).
 A combining proxy (``proxy.combines``, e.g. AZ-NAS's rank aggregation) scores
 each arch into named components; once all are in, ``proxy.combine`` turns
 them into values, and each result keeps its arch's components under
-``"components"``.
+``"components"``. A proxy with several named values (``proxy.value_names()``,
+e.g. final accuracy and SoTL-E from one training) yields them all at once
+(``proxy.score_values``): each result keeps them under ``"values"`` (its
+``value`` is the first) and a training proxy's per-epoch ``"curve"``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 
 from proxynas.progress import Progress, null_progress
-from proxynas.proxies.base import Proxy, ProxyContext
+from proxynas.proxies.base import Proxy, ProxyContext, Scored
 
 _WORKER: dict[str, Any] = {}
 
@@ -41,11 +44,24 @@ def _init_worker(proxy: Proxy, ctx: ProxyContext) -> None:
 
 
 def _score(proxy: Proxy, ctx: ProxyContext, arch: str) -> tuple[Any, float]:
-    """``(raw score, seconds)``: a float, or a combining proxy's dict of component floats."""
+    """``(raw score, seconds)``: a float, a combining proxy's dict of component floats, or a :class:`Scored`."""
     start = time.perf_counter()
-    raw = proxy.score(arch, ctx)
-    raw = {str(k): float(v) for k, v in raw.items()} if proxy.combines else float(raw)
+    if proxy.combines:
+        raw = {str(k): float(v) for k, v in proxy.score(arch, ctx).items()}
+    elif proxy.value_names():
+        raw = _checked_values(proxy, proxy.score_values(arch, ctx))
+    else:
+        raw = float(proxy.score(arch, ctx))
     return raw, time.perf_counter() - start
+
+
+def _checked_values(proxy: Proxy, scored: Scored) -> Scored:
+    """``scored`` with float values in :meth:`Proxy.value_names` order (RuntimeError if a name is missing)."""
+    names = proxy.value_names()
+    missing = [n for n in names if n not in scored.values]
+    if missing:
+        raise RuntimeError(f"{type(proxy).__name__}.score_values gave no {missing[0]!r} (value_names: {names})")
+    return Scored({n: float(scored.values[n]) for n in names}, tuple(dict(p) for p in scored.curve))
 
 
 def _score_in_worker(arch: str) -> tuple[Any, float]:
@@ -54,7 +70,13 @@ def _score_in_worker(arch: str) -> tuple[Any, float]:
 
 def _progress_info(proxy: Proxy, raw: Any) -> dict[str, float]:
     # a combining proxy's value is only known once the whole population is scored
-    return {} if proxy.combines else {"value": raw}
+    if proxy.combines:
+        return {}
+    return {"value": _first(raw) if isinstance(raw, Scored) else raw}
+
+
+def _first(scored: Scored) -> float:
+    return next(iter(scored.values.values()))
 
 
 def _epochs(progress: Progress, index: int, total: int) -> Progress:
@@ -73,7 +95,7 @@ def _epochs(progress: Progress, index: int, total: int) -> Progress:
 def _results(proxy: Proxy, archs: list[str], scored: list[tuple[Any, float]]) -> list[dict[str, Any]]:
     raw = [r for r, _ in scored]
     if not proxy.combines:
-        return [{"arch": a, "value": v, "seconds": s} for a, (v, s) in zip(archs, scored)]
+        return [_result(a, v, s) for a, (v, s) in zip(archs, scored)]
     values = [float(v) for v in proxy.combine(raw)]
     if len(values) != len(archs):
         raise RuntimeError(f"{type(proxy).__name__}.combine returned {len(values)} values for {len(archs)} archs")
@@ -81,6 +103,15 @@ def _results(proxy: Proxy, archs: list[str], scored: list[tuple[Any, float]]) ->
         {"arch": a, "value": v, "seconds": s, "components": dict(r)}
         for a, v, (r, s) in zip(archs, values, scored)
     ]
+
+
+def _result(arch: str, raw: Any, seconds: float) -> dict[str, Any]:
+    if not isinstance(raw, Scored):
+        return {"arch": arch, "value": raw, "seconds": seconds}
+    out = {"arch": arch, "value": _first(raw), "seconds": seconds, "values": dict(raw.values)}
+    if raw.curve:
+        out["curve"] = [dict(p) for p in raw.curve]
+    return out
 
 
 def score_all(
@@ -95,6 +126,9 @@ def score_all(
 
     For a combining proxy the values come from ``proxy.combine`` over all of
     ``archs`` and every result also has ``components`` (its raw score dict).
+    For a proxy with :meth:`~proxynas.proxies.base.Proxy.value_names` every
+    result also has ``values`` (name -> float, ``value`` being the first) and,
+    when it trains, ``curve`` (one mapping per epoch).
     """
     parallel = workers > 1 and len(archs) > 1 and ctx.device.type == "cpu" and proxy.parallel
     if not parallel:

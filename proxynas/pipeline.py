@@ -7,12 +7,20 @@
 Stages are plain functions of named inputs; the runner caches each output by
 content, so changing e.g. ``distill.methods.dm.iterations`` recomputes only
 ``distill_dm``, ``proxy_dm`` and ``report``.
+
+A proxy with several named values (``Proxy.value_names()``, e.g. ``train``
+with ``scores: [val_acc, sotl_5]``) makes one report row per name from its
+one stage: ``dm`` for the first, ``dm:sotl_5`` for the others (:class:`Row`'s
+``component``). A proxy that trains also gives its stage a ``curves_<row>``
+table (arch, epoch, train_loss, val_loss, val_acc per epoch).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Mapping
 
 import torch
@@ -91,6 +99,8 @@ def distill(
              "std": torch.tensor(summary.data.std)}
     if summary.soft_labels is not None:
         saved["soft_labels"] = summary.soft_labels
+    if summary.learned_lr is not None:
+        saved["learned_lr"] = torch.tensor(summary.learned_lr)
     tensors = Tensors(f"summary_{row}", saved)
     return {
         f"summary_{row}": summary,
@@ -109,7 +119,7 @@ def evaluate(
     summary: Summary | None = None,
     progress: Progress = null_progress,
 ) -> list[dict[str, Any]]:
-    """Score every architecture with one proxy; ``[{arch, value, seconds}]``.
+    """Score every architecture with one proxy; ``[{arch, value, seconds}]`` (see :func:`score_all`).
 
     ``progress`` hears about every finished architecture and, when they run in
     this process, about every epoch of the one in training (``epoch``/``loss``).
@@ -123,8 +133,37 @@ def evaluate(
         setting_prefix=params["setting_prefix"],
         soft_labels=summary.soft_labels if summary is not None else None,
         label_loss=summary.label_loss if summary is not None else "ce",
+        learned_lr=summary.learned_lr if summary is not None else None,
     )
     return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
+
+
+def curve_table(name: str, scores: list[dict[str, Any]]) -> Table:
+    """The learning curves of every scored arch as one table: arch, epoch, steps, train_loss, val_loss, val_acc."""
+    return Table(name, [{"arch": s["arch"], **point} for s in scores for point in s.get("curve", ())])
+
+
+def _with_curves(func, scores: str, curves: str):
+    """A stage function returning ``{scores: results, curves: curve_table(results)}`` from ``func``'s results."""
+
+    @functools.wraps(func)  # the runner reads func's signature through __wrapped__
+    def stage(**kwargs):
+        results = func(**kwargs)
+        return {scores: results, curves: curve_table(curves, results)}
+
+    return stage
+
+
+def row_values(row: "Row", scores: list[dict[str, Any]]) -> list[float]:
+    """The values of ``row`` from its stage's scores: each arch's ``value``, or its named ``component``."""
+    if row.component is None:
+        return [s["value"] for s in scores]
+    return [s["values"][row.component] for s in scores]
+
+
+def metric_name(name: str) -> str:
+    """``name`` as an MLflow metric key (``dm:val_acc@25%`` -> ``dm:val_acc_at_25pct``)."""
+    return re.sub(r"[^\w.\- :/]", "_", name.replace("@", "_at_").replace("%", "pct"))
 
 
 def _components(row: str, score: Mapping[str, Any]) -> dict[str, float]:
@@ -152,7 +191,7 @@ def report(
     row: Row
     for row in params["rows"]:
         scores = inputs[row.scores]
-        values = [s["value"] for s in scores]
+        values = row_values(row, scores)
         distill_s = float(inputs[row.distill_seconds]) if row.distill_seconds else 0.0
         m = rank_metrics(values, ref, k=cfg.top_k, n_boot=cfg.bootstrap, ci=cfg.ci, seed=cfg.seed)
         proxy_s = distill_s + sum(s["seconds"] for s in scores)
@@ -168,12 +207,15 @@ def report(
             }
         )
         for key, val in m.as_dict().items():
-            metrics[f"{row.name}.{key}"] = val
-        metrics[f"{row.name}.proxy_seconds"] = proxy_s
-        for a, s in zip(archs, scores):
-            per_arch[a][row.name] = s["value"]
-            per_arch[a][f"{row.name}_seconds"] = s["seconds"]
-            per_arch[a].update(_components(row.name, s))
+            metrics[metric_name(f"{row.name}.{key}")] = val
+        metrics[metric_name(f"{row.name}.proxy_seconds")] = proxy_s
+        # a component row shares its stage's seconds and components with the row of the first value
+        components = [_components(row.name, s) if row.component is None else {} for s in scores]
+        for a, s, v, c in zip(archs, scores, values, components):
+            per_arch[a][row.name] = v
+            if row.component is None:
+                per_arch[a][f"{row.name}_seconds"] = s["seconds"]
+            per_arch[a].update(c)
         scatter[row.name] = (values, ref)
         evaluations.append(
             Evaluations(
@@ -182,13 +224,13 @@ def report(
                     {
                         "arch": a,
                         "code": space.encode(a),
-                        "value": s["value"],
+                        "value": v,
                         "reference": r["value"],
                         "proxy_seconds": s["seconds"],
                         "reference_seconds": r["seconds"],
-                        **_components(row.name, s),
+                        **c,
                     }
-                    for a, s, r in zip(archs, scores, reference)
+                    for a, s, v, c, r in zip(archs, scores, values, components, reference)
                 ),
                 cardinalities=tuple(space.cardinalities()),
                 attrs={"proxy": row.name, "kind": row.kind},
@@ -213,7 +255,7 @@ def report(
         "rank_table": Table("rank_table", rows),
         "scatter": Figure(
             "proxy_vs_reference",
-            scatter_png(scatter, xlabel="proxy test accuracy %", ylabel="reference test accuracy %"),
+            scatter_png(scatter, xlabel="proxy value", ylabel="reference value"),
         ),
         EVALUATIONS: evaluations,
     }
@@ -221,7 +263,9 @@ def report(
 
 def is_tracked_output(name: str) -> bool:
     """Outputs worth logging again when their stage is cached: small figures and tables."""
-    return name.startswith(("grid_", "tensors_", "scores_")) or name in {"metrics", "results", "rank_table", "scatter", "reference"}
+    return name.startswith(("grid_", "tensors_", "scores_", "curves_")) or name in {
+        "metrics", "results", "rank_table", "scatter", "reference"
+    }
 
 
 # -- graph --------------------------------------------------------------------
@@ -236,7 +280,9 @@ class Row:
 
     Search, report and ``--jobs`` read these instead of rebuilding names by
     string formatting. ``distill_stage``/``summary``/``distill_seconds`` are set
-    for a distilled row only.
+    for a distilled row only. ``component`` names the value of a proxy with
+    several (``dm:sotl_5`` reads ``sotl_5`` of each arch's ``values``); None
+    reads each arch's ``value``. Rows of one proxy share its stage and scores.
     """
 
     name: str
@@ -247,6 +293,7 @@ class Row:
     distill_stage: str | None = None
     summary: str | None = None
     distill_seconds: str | None = None
+    component: str | None = None
 
     @property
     def distilled(self) -> bool:
@@ -273,6 +320,23 @@ class PipelineGraph:
             f"pipeline has no row {name!r}; choose one of: {', '.join(r.name for r in self.rows)}"
             " (distill.methods or baselines)"
         )
+
+
+def _proxy_stage(
+    name: str, row: str, func, inputs: tuple[str, ...], scores: str, proxy, params: dict
+) -> Stage:
+    """Stage ``name`` scoring the archs with ``proxy``; a training proxy's also outputs ``curves_<row>``."""
+    if proxy.records_curves:
+        curves = f"curves_{row}"
+        return Stage(name, _with_curves(func, scores, curves), inputs=inputs, outputs=(scores, curves),
+                     params=params)
+    return Stage(name, func, inputs=inputs, outputs=(scores,), params=params)
+
+
+def _rows(first: Row, proxy) -> list[Row]:
+    """``first`` and one component row ``<row>:<name>`` per further named value of ``proxy``."""
+    names = proxy.value_names()
+    return [first] + [replace(first, name=f"{first.name}:{c}", component=c) for c in names[1:]]
 
 
 def build_graph(config: PipelineConfig) -> PipelineGraph:
@@ -329,40 +393,47 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
             )
         )
         stages.append(
-            Stage(
+            _proxy_stage(
                 row.stage,
+                name,
                 _bind(evaluate, {"summary": row.summary}),
-                inputs=("archs", "dataset", row.summary),
-                outputs=(row.scores,),
-                params={"proxy": config.proxy, "space": space, "seed": config.seed, "setting_prefix": "proxy"},
+                ("archs", "dataset", row.summary),
+                row.scores,
+                config.proxy,
+                {"proxy": config.proxy, "space": space, "seed": config.seed, "setting_prefix": "proxy"},
             )
         )
-        rows.append(row)
+        rows += _rows(row, config.proxy)
     for name, proxy in config.baselines.items():
         row = Row(name=name, kind="baseline", stage=f"baseline_{name}", scores=f"scores_{name}")
         stages.append(
-            Stage(
+            _proxy_stage(
                 row.stage,
-                _bind(evaluate, {}),
-                inputs=("archs", "dataset"),
-                outputs=(row.scores,),
-                params={"proxy": proxy, "space": space, "seed": config.seed, "setting_prefix": f"baselines.{name}"},
+                name,
+                evaluate,
+                ("archs", "dataset"),
+                row.scores,
+                proxy,
+                {"proxy": proxy, "space": space, "seed": config.seed, "setting_prefix": f"baselines.{name}"},
             )
         )
-        rows.append(row)
+        rows += _rows(row, proxy)
     stages.append(
-        Stage(
+        _proxy_stage(
             REFERENCE,
-            _bind(evaluate, {}),
-            inputs=("archs", "dataset"),
-            outputs=(REFERENCE,),
-            params={"proxy": config.reference, "space": space, "seed": config.seed, "setting_prefix": "reference"},
+            REFERENCE,
+            evaluate,
+            ("archs", "dataset"),
+            REFERENCE,
+            config.reference,
+            {"proxy": config.reference, "space": space, "seed": config.seed, "setting_prefix": "reference"},
         )
     )
     report_inputs = ["archs", REFERENCE]
     for row in rows:
-        report_inputs.append(row.scores)
-        if row.distill_seconds:
+        if row.scores not in report_inputs:
+            report_inputs.append(row.scores)
+        if row.distill_seconds and row.distill_seconds not in report_inputs:
             report_inputs.append(row.distill_seconds)
     stages.append(
         Stage(

@@ -17,8 +17,10 @@ def _ci(row: Mapping[str, Any], key: str) -> str:
 def format_report(report: Mapping[str, Any]) -> str:
     """The rank table: one row per proxy, metrics with bootstrap CIs, and costs."""
     k, ci = report["top_k"], int(round(report["ci"] * 100))
+    # wide enough for component rows such as ``dm:val_acc@25%``
+    width = max([10, *(len(row["proxy"]) for row in report["rows"])])
     header = (
-        f"{'proxy':<10} {'Spearman [' + str(ci) + '% CI]':<26} {'Kendall [CI]':<26} "
+        f"{'proxy':<{width}} {'Spearman [' + str(ci) + '% CI]':<26} {'Kendall [CI]':<26} "
         f"{'top-' + str(k) + ' prec.':>11} {'top-' + str(k) + ' Spearman':>14} {'proxy s':>9} {'ref s':>9}"
     )
     lines = [
@@ -30,7 +32,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     ]
     for row in report["rows"]:
         lines.append(
-            f"{row['proxy']:<10} {_ci(row, 'spearman'):<26} {_ci(row, 'kendall'):<26} "
+            f"{row['proxy']:<{width}} {_ci(row, 'spearman'):<26} {_ci(row, 'kendall'):<26} "
             f"{_num(row['topk_precision'], '.2f'):>11} {_num(row['topk_spearman']):>14} "
             f"{row['proxy_seconds']:>9.1f} {row['reference_seconds']:>9.1f}"
         )

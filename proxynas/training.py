@@ -1,4 +1,11 @@
-"""Train and evaluate one network: shared by data proxies and full-data references."""
+"""Train and evaluate one network: shared by data proxies and full-data references.
+
+:func:`fit` trains and records the learning curve (mean training loss of every
+epoch and, when asked, validation loss/accuracy), which the training proxy
+turns into learning-curve scores (Ru et al., "Speedy Performance Estimation
+for Neural Architecture Search", NeurIPS 2021); :func:`train_model` is
+:func:`fit` for callers that only want the trained network.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +26,24 @@ from proxynas.progress import Progress, null_progress
 
 @dataclass(frozen=True)
 class TrainSettings(Checked):
-    """SGD recipe. Defaults follow NAS-Bench-201's (Nesterov SGD, cosine, wd 5e-4)."""
+    """SGD recipe. Defaults follow NAS-Bench-201's (Nesterov SGD, cosine, wd 5e-4).
+
+    ``steps`` (when set) replaces ``epochs`` as the budget: training stops
+    after exactly that many optimizer steps and the cosine schedule spans
+    them; an "epoch" is still one pass over the data (the last may be
+    partial). At ipc 10 and batch 256 an epoch is a single step, so a budget
+    in steps is the natural unit for summaries.
+
+    ``lr_from_summary``: train with the step size a distiller learned with
+    its summary (MTT/TESLA's alpha, ``Summary.learned_lr``) instead of
+    ``lr`` when the summary carries one.
+
+    ``curve_every``: measure validation loss/accuracy every that many epochs
+    while training (0 = only after the last epoch, which is always measured).
+    """
 
     epochs: int = checked(50, ge=1)
+    steps: int | None = checked(None, ge=1)
     batch_size: int = checked(128, ge=1)
     lr: float = checked(0.1, gt=0)
     momentum: float = checked(0.9, ge=0, lt=1)
@@ -33,6 +55,40 @@ class TrainSettings(Checked):
     # Train on the labels a distiller learned (KIP, FRePo, TESLA) when the
     # summary carries them; false trains on the images' hard classes.
     soft_labels: bool = True
+    lr_from_summary: bool = False
+    curve_every: int = checked(0, ge=0)
+
+    def budget_epochs(self, num_images: int) -> int:
+        """Passes over ``num_images`` training images the budget makes (the last possibly partial)."""
+        per_epoch = math.ceil(num_images / min(self.batch_size, num_images))
+        return self.epochs if self.steps is None else math.ceil(self.steps / per_epoch)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One pass over the training data: its mean training loss and, when measured, validation loss/accuracy."""
+
+    epoch: int  # 1-based
+    steps: int  # optimizer steps taken by the end of this epoch
+    train_loss: float  # mean of the epoch's mini-batch losses (the loss the network trains on)
+    val_loss: float | None = None  # mean cross-entropy on the evaluation data
+    val_acc: float | None = None  # top-1 accuracy in percent on the evaluation data
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"epoch": self.epoch, "steps": self.steps, "train_loss": self.train_loss,
+                "val_loss": self.val_loss, "val_acc": self.val_acc}
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained network and its learning curve (one record per epoch)."""
+
+    model: nn.Module
+    curve: tuple[EpochRecord, ...]
+
+    @property
+    def final(self) -> EpochRecord:
+        return self.curve[-1]
 
 
 def _augmenter(kind: str):
@@ -50,7 +106,7 @@ def _soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> to
     return F.cross_entropy(logits, target_logits.softmax(dim=1))
 
 
-def train_model(
+def fit(
     model: nn.Module,
     data: ImageData,
     settings: TrainSettings,
@@ -62,12 +118,21 @@ def train_model(
     progress: Progress = null_progress,
     soft_labels: torch.Tensor | None = None,
     label_loss: str = "ce",
-) -> nn.Module:
-    """Train ``model`` on ``data`` with ``settings``; raise DivergenceError on a non-finite loss.
+    learned_lr: float | None = None,
+    eval_data: ImageData | None = None,
+) -> Fitted:
+    """Train ``model`` on ``data`` with ``settings``, recording the learning curve.
 
-    With ``soft_labels`` (``[N, K]``, used when ``settings.soft_labels``) the
-    loss is MSE onto them (``label_loss="mse"``, kernel-ridge targets) or
-    cross-entropy against ``softmax(soft_labels)`` (``"ce"``, logit labels).
+    Raises DivergenceError on a non-finite loss. With ``soft_labels``
+    (``[N, K]``, used when ``settings.soft_labels``) the loss is MSE onto them
+    (``label_loss="mse"``, kernel-ridge targets) or cross-entropy against
+    ``softmax(soft_labels)`` (``"ce"``, logit labels). ``learned_lr`` (a
+    summary's learned step size) replaces ``settings.lr`` when
+    ``settings.lr_from_summary``.
+
+    With ``eval_data`` the network is evaluated (loss and accuracy) after every
+    ``settings.curve_every``-th epoch and always after the last one.
+    Evaluation draws no random numbers, so it does not change the training.
     """
     model.to(device).train()
     x_all = data.x.to(device)
@@ -76,13 +141,21 @@ def train_model(
         criterion = F.mse_loss if label_loss == "mse" else _soft_cross_entropy
     else:
         y_all, criterion = data.y.to(device), F.cross_entropy
+    use_learned = settings.lr_from_summary and learned_lr is not None
+    lr = float(learned_lr) if use_learned else settings.lr
+    fix = (
+        f"the summary's learned lr {lr:g} diverges; set {setting_prefix}.lr_from_summary: false"
+        if use_learned
+        else f"lower {setting_prefix}.lr (now {settings.lr})"
+    )
     n = len(x_all)
     batch = min(settings.batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
-    total = settings.epochs * steps_per_epoch
+    total = settings.steps if settings.steps is not None else settings.epochs * steps_per_epoch
+    epochs = math.ceil(total / steps_per_epoch)
     opt = torch.optim.SGD(
         model.parameters(),
-        lr=settings.lr,
+        lr=lr,
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
         nesterov=settings.nesterov and settings.momentum > 0,
@@ -97,36 +170,75 @@ def train_model(
     gen = torch.Generator().manual_seed(seed)
     use_amp = settings.amp and device.type == "cuda"
     step = 0
-    for epoch in range(settings.epochs):
+    curve: list[EpochRecord] = []
+    for epoch in range(epochs):
         order = torch.randperm(n, generator=gen).to(device)
-        for i in range(steps_per_epoch):
+        loss_sum = torch.zeros((), device=device)
+        taken = min(steps_per_epoch, total - step)
+        for i in range(taken):
             idx = order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx], seed * 1_000_003 + step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = criterion(model(xb).float(), y_all[idx])
             if not torch.isfinite(loss):
-                raise DivergenceError(
-                    f"training {label}: loss became {loss.item()} at epoch {epoch}; "
-                    f"lower {setting_prefix}.lr (now {settings.lr})"
-                )
+                raise DivergenceError(f"training {label}: loss became {loss.item()} at epoch {epoch}; {fix}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
+            loss_sum += loss.detach()
             step += 1
-        progress(epoch + 1, settings.epochs, loss=loss.item())
-    return model
+        record = EpochRecord(epoch + 1, step, float(loss_sum) / taken)
+        last = epoch + 1 == epochs
+        if eval_data is not None and (last or settings.curve_every and (epoch + 1) % settings.curve_every == 0):
+            val_loss, val_acc = evaluate(model, eval_data, device=device)
+            record = EpochRecord(epoch + 1, step, record.train_loss, val_loss, val_acc)
+            model.train()
+        curve.append(record)
+        progress(epoch + 1, epochs, loss=record.train_loss)
+    return Fitted(model, tuple(curve))
+
+
+def train_model(
+    model: nn.Module,
+    data: ImageData,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    seed: int,
+    label: str = "model",
+    setting_prefix: str = "proxy",
+    progress: Progress = null_progress,
+    soft_labels: torch.Tensor | None = None,
+    label_loss: str = "ce",
+    learned_lr: float | None = None,
+) -> nn.Module:
+    """:func:`fit` without evaluation data, returning the trained ``model``."""
+    return fit(
+        model, data, settings, device=device, seed=seed, label=label, setting_prefix=setting_prefix,
+        progress=progress, soft_labels=soft_labels, label_loss=label_loss, learned_lr=learned_lr,
+    ).model
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024) -> float:
-    """Top-1 accuracy in percent."""
+def evaluate(
+    model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024
+) -> tuple[float, float]:
+    """``(mean cross-entropy, top-1 accuracy in percent)`` of ``model`` on ``data`` (eval mode)."""
     model.to(device).eval()
-    correct = 0
+    correct, loss = 0, 0.0
     for start in range(0, len(data), batch_size):
         xb = data.x[start : start + batch_size].to(device)
         yb = data.y[start : start + batch_size].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            correct += int((model(xb).argmax(1) == yb).sum())
-    return 100.0 * correct / max(len(data), 1)
+            logits = model(xb)
+        correct += int((logits.argmax(1) == yb).sum())
+        loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
+    n = max(len(data), 1)
+    return loss / n, 100.0 * correct / n
+
+
+def accuracy(model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in percent."""
+    return evaluate(model, data, device=device, batch_size=batch_size)[1]

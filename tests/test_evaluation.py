@@ -68,3 +68,17 @@ def test_default_workers_one_per_core_up_to_8_on_cpu_and_one_on_gpu(monkeypatch,
     monkeypatch.setattr(ev.os, "cpu_count", lambda: cores)
     assert default_workers(torch.device("cpu")) == expected
     assert default_workers(torch.device("cuda")) == 1
+
+
+def test_a_proxy_with_several_values_gives_them_all_and_its_curves_whatever_the_workers(ctx):
+    archs = ctx.space.sample(3, seed=2)
+    proxy = TrainProxy(epochs=2, batch_size=64, scores=("sotl_2", "val_acc"))
+    serial = score_all(proxy, archs, ctx, workers=1)
+    parallel = score_all(proxy, archs, ctx, workers=2)
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in parallel] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in serial
+    ]
+    for r in serial:
+        assert list(r["values"]) == ["sotl_2", "val_acc"] and r["value"] == r["values"]["sotl_2"] < 0
+        assert [p["epoch"] for p in r["curve"]] == [1, 2] and r["curve"][-1]["val_acc"] == r["values"]["val_acc"]
+    assert "values" not in score_all(ParamsProxy(), archs, ctx)[0]  # a one-value proxy: as before

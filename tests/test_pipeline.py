@@ -152,6 +152,9 @@ def test_expert_trajectories_are_their_own_cached_stage(tiny):
     base = load_config(QUICKSTART, tiny + [mtt])
     outputs = build_runner(base).run(targets=["distill_mtt"])
     assert outputs["summary_mtt"].method == "mtt"
+    # the learned step size travels with the summary and is saved with its tensors
+    learned = outputs["summary_mtt"].learned_lr
+    assert learned > 0 and float(outputs["tensors_mtt"].tensors["learned_lr"]) == pytest.approx(learned)
     assert len(outputs["prepared_mtt"]) == 1  # one expert trajectory
     # a distillation setting re-distills from the cached experts...
     changed = build_runner(load_config(QUICKSTART, tiny + [mtt, "distill.methods.mtt.syn_steps=3"]))
@@ -226,7 +229,7 @@ def test_a_plugin_version_bump_recomputes_exactly_the_stages_that_use_it(tiny, m
     config = load_config(QUICKSTART, tiny)
     build_runner(config).run()
     cls = next(getattr(m, plugin) for m in (proxynas.distill, proxynas.proxies, proxynas.spaces) if hasattr(m, plugin))
-    monkeypatch.setattr(cls, "version", "2")
+    monkeypatch.setattr(cls, "version", f"{cls.version}+1")  # a bump from whatever it is now
     pending = {s.name for s in build_runner(config).status() if not s.cached}
     assert pending == recomputed
 
@@ -263,3 +266,63 @@ def test_the_ledger_is_filled_from_the_cache_when_it_lacks_the_run(tiny, tmp_pat
     second = optuna.load_study(study_name="tiny/dm", storage=f"sqlite:///{tmp_path / 'second.db'}")
     assert [t.params for t in second.trials] == [t.params for t in first.trials]
     assert [t.value for t in second.trials] == [t.value for t in first.trials]
+
+
+#: one training per arch reporting three values: three report rows from the one proxy_random stage
+CURVE_ROWS = [
+    "distill.methods={random: {}}",
+    "proxy.epochs=4",
+    "proxy.curve_every=2",
+    "proxy.scores=[val_acc, sotl_2, 'val_acc@50%']",
+]
+
+
+def test_one_proxy_stage_feeds_a_row_per_named_score(tiny, tmp_path, capsys):
+    from proxynas.app import build_runner
+    from proxynas.search.objective import ProxyObjective
+
+    overrides = tiny + CURVE_ROWS
+    assert main(["run", str(QUICKSTART), *_args(overrides)]) == 0
+    out = capsys.readouterr().out
+    config = load_config(QUICKSTART, overrides)
+    pipeline = build_graph(config)
+    names = ["random", "random:sotl_2", "random:val_acc@50%"]
+    assert [r.name for r in pipeline.rows] == [*names, "params"]
+    assert [r.component for r in pipeline.rows] == [None, "sotl_2", "val_acc@50%", None]
+    assert {r.stage for r in pipeline.rows[:3]} == {"proxy_random"}  # one stage, one training per arch
+    assert [s.name for s in pipeline.graph.order() if s.name.startswith("proxy_")] == ["proxy_random"]
+    for name in names:
+        assert f"\n{name} " in out
+
+    outputs = build_runner(config).run()  # everything cached
+    results = {r["arch"]: r for r in outputs["results"].rows}
+    assert [r["proxy"] for r in outputs["rank_table"].rows] == [*names, "params"]
+    curves = outputs["curves_random"].rows
+    assert set(curves[0]) == {"arch", "epoch", "steps", "train_loss", "val_loss", "val_acc"}
+    for arch, result in results.items():
+        curve = [c for c in curves if c["arch"] == arch]
+        assert [c["epoch"] for c in curve] == [1, 2, 3, 4]
+        assert result["random"] == curve[3]["val_acc"]
+        assert result["random:sotl_2"] == pytest.approx(-(curve[2]["train_loss"] + curve[3]["train_loss"]))
+        assert result["random:val_acc@50%"] == curve[1]["val_acc"] and curve[0]["val_acc"] is None
+    assert len(outputs["curves_reference"].rows) == 5 * 1  # the reference trains too (1 epoch here)
+
+    # tracked: a metric per row (MLflow-safe names) and the curves as artifacts
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("proxynas").experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert {"random.spearman", "random:sotl_2.spearman", "random:val_acc_at_50pct.spearman"} <= set(parent.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"curves_random.csv", "curves_reference.csv"} <= artifacts
+    local = client.download_artifacts(parent.info.run_id, "results.csv", str(tmp_path))
+    assert set(names) <= set(next(csv.DictReader(io.StringIO(Path(local).read_text()))))
+    # the ledger has a study per row, valued by that row
+    study = optuna.load_study(study_name="tiny/random:sotl_2", storage=f"sqlite:///{tmp_path / 'ledger.db'}")
+    assert sorted(t.value for t in study.trials) == sorted(r["random:sotl_2"] for r in results.values())
+
+    # a search scores one arch by a component row's value, the same training as the pipeline's
+    objective = ProxyObjective.from_pipeline(config, "random:sotl_2")
+    arch = next(iter(results))
+    assert objective.evaluate(arch).value == pytest.approx(results[arch]["random:sotl_2"], rel=1e-6)
+    plain = ProxyObjective.from_pipeline(config, "random")
+    assert plain.key != objective.key and plain.evaluate(arch).value == pytest.approx(results[arch]["random"])

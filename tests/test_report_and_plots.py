@@ -92,3 +92,17 @@ def test_report_keeps_a_combining_proxys_components_in_results_and_evaluations(t
     assert [e["az_nas.expressivity"] for e in back] == [3.0, 2.0, 1.0]
     assert back[0]["az_nas.trainability"] == -math.inf
     assert "az_nas.expressivity" not in ledger.evaluations("t/params")[0]
+
+
+def test_format_report_widens_the_name_column_for_component_rows():
+    row = {
+        "proxy": "dm", "spearman": 0.5, "spearman_lo": 0.1, "spearman_hi": 0.8,
+        "kendall": 0.4, "kendall_lo": 0.0, "kendall_hi": 0.7, "topk_precision": 0.6,
+        "topk_spearman": 0.2, "proxy_seconds": 12.0, "reference_seconds": 100.0,
+    }
+    rows = [row, {**row, "proxy": "kcenter:val_acc@25%"}]
+    text = format_report({"rows": rows, "num_archs": 20, "top_k": 5, "ci": 0.95, "reference_mean": 90.0,
+                          "reference_min": 80.0, "reference_max": 95.0, "reference_seconds": 100.0})
+    header, _, first, second = text.splitlines()[1:]
+    assert second.startswith("kcenter:val_acc@25% +0.500")  # the name is never cut or run into the numbers
+    assert header.index("Spearman") == first.index("+0.500") == second.index("+0.500")

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -80,3 +82,110 @@ def test_soft_labels_drive_training_when_given(label_loss):
             predictions[use_soft] = net(data.x).argmax(1)
     assert (predictions[True] == shifted).float().mean() > 0.9
     assert (predictions[False] == data.y).float().mean() > 0.9
+
+
+# -- budget in steps, learning curves, a summary's learned lr -------------------------------------
+class _CountingSGD(torch.optim.SGD):
+    """SGD that records the lr of every step it takes (class-level, reset per test)."""
+
+    lrs: list = []
+
+    def step(self, closure=None):
+        _CountingSGD.lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+@pytest.fixture()
+def counting_sgd(monkeypatch):
+    _CountingSGD.lrs = []
+    monkeypatch.setattr(torch.optim, "SGD", _CountingSGD)
+    return _CountingSGD
+
+
+def test_a_budget_in_steps_takes_exactly_that_many_steps_with_the_cosine_over_them(counting_sgd):
+    from proxynas.training import fit
+
+    data = _blobs()  # 60 images in batches of 16: 4 steps per epoch, and 7 is no multiple of 4
+    settings = TrainSettings(epochs=50, steps=7, batch_size=16, lr=0.1)
+    fitted = fit(_net(), data, settings, device=CPU, seed=0)
+    assert len(counting_sgd.lrs) == 7
+    assert [(r.epoch, r.steps) for r in fitted.curve] == [(1, 4), (2, 7)]  # the last epoch is partial
+    assert settings.budget_epochs(len(data)) == 2
+    # the cosine spans the 7 steps: full lr at step 0, strictly decreasing, nearly 0 at the last
+    lrs = counting_sgd.lrs
+    assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(0.1 * (1 + math.cos(math.pi * 6 / 7)) / 2)
+
+
+def test_an_epoch_budget_still_counts_epochs(counting_sgd):
+    from proxynas.training import fit
+
+    fitted = fit(_net(), _blobs(), TrainSettings(epochs=3, batch_size=16), device=CPU, seed=0)
+    assert len(counting_sgd.lrs) == 12 and [r.steps for r in fitted.curve] == [4, 8, 12]
+
+
+def test_the_curve_holds_each_epochs_mean_training_loss_and_the_asked_validation_points(monkeypatch):
+    from proxynas import training
+    from proxynas.training import evaluate, fit
+
+    losses = []
+    real = torch.nn.functional.cross_entropy
+
+    def recording(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps; evaluation runs under no_grad
+            losses.append(float(out.detach()))
+        return out
+
+    monkeypatch.setattr(training.F, "cross_entropy", recording)
+    data, val = _blobs(), _blobs(n=30, seed=1)
+    torch.manual_seed(0)
+    net = _net()
+    seen = {}
+
+    def progress(done, total, **info):  # the network as it is at the end of each epoch
+        seen[done] = evaluate(net, val, device=CPU)
+        net.train()
+
+    settings = TrainSettings(epochs=4, batch_size=16, lr=0.1, curve_every=2)
+    fitted = fit(net, data, settings, device=CPU, seed=0, eval_data=val, progress=progress)
+    assert len(losses) == 16
+    for record in fitted.curve:
+        batch = losses[(record.epoch - 1) * 4 : record.epoch * 4]
+        assert record.train_loss == pytest.approx(sum(batch) / 4, rel=1e-6)
+    assert [r.val_acc is None for r in fitted.curve] == [True, False, True, False]
+    for record in fitted.curve[1::2]:
+        assert (record.val_loss, record.val_acc) == pytest.approx(seen[record.epoch])
+
+
+def test_measuring_the_curve_does_not_change_the_training():
+    from proxynas.training import fit
+
+    data, val = _blobs(), _blobs(n=30, seed=1)
+    finals = []
+    for every in (0, 1):
+        torch.manual_seed(0)
+        settings = TrainSettings(epochs=4, batch_size=16, augment="flip", curve_every=every)
+        finals.append(fit(_net(), data, settings, device=CPU, seed=0, eval_data=val).final)
+    assert finals[0] == finals[1] and finals[0].val_acc is not None
+
+
+def test_a_learned_lr_replaces_lr_only_when_asked(counting_sgd):
+    for asked, expected in ((True, 0.123), (False, 0.05)):
+        counting_sgd.lrs = []
+        settings = TrainSettings(epochs=1, batch_size=60, lr=0.05, lr_from_summary=asked)
+        train_model(_net(), _blobs(), settings, device=CPU, seed=0, learned_lr=0.123)
+        assert counting_sgd.lrs[0] == pytest.approx(expected)
+    counting_sgd.lrs = []
+    train_model(_net(), _blobs(), TrainSettings(epochs=1, batch_size=60, lr=0.05, lr_from_summary=True),
+                device=CPU, seed=0, learned_lr=None)  # no learned lr in the summary: lr it is
+    assert counting_sgd.lrs[0] == pytest.approx(0.05)
+
+
+def test_a_diverging_learned_lr_names_the_setting_that_turns_it_off():
+    net = _net()
+    with torch.no_grad():
+        net[1].weight.fill_(float("nan"))
+    settings = TrainSettings(epochs=1, lr_from_summary=True)
+    with pytest.raises(DivergenceError, match=r"learned lr 0.5 diverges; set proxy.lr_from_summary: false"):
+        train_model(net, _blobs(), settings, device=CPU, seed=0, learned_lr=0.5)

@@ -177,12 +177,17 @@ class PipelineConfig:
     space: SearchSpace = field(default_factory=lambda: NB201Space(channels=8, cells_per_stage=1, skip_disconnected=True))
     sample: SampleConfig = field(default_factory=SampleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    #: how each architecture is trained on a summary (one row per distiller)
-    proxy: Proxy = field(default_factory=lambda: TrainProxy(epochs=200, batch_size=256, lr=0.05))
+    #: how each architecture is trained on a summary (one row per distiller, and one per
+    #: further name in its ``scores``): the DSA/DM/MTT evaluation protocol (DSA augmentation,
+    #: Zhao & Bilen, ICML 2021), scored on the validation split
+    proxy: Proxy = field(default_factory=lambda: TrainProxy(epochs=200, batch_size=256, lr=0.05, augment="dsa"))
     #: proxies that need no summary, reported beside the distillers
     baselines: dict[str, Proxy] = field(default_factory=lambda: {"params": ParamsProxy()})
-    #: the ground truth the proxies are ranked against
-    reference: Proxy = field(default_factory=lambda: TrainProxy(epochs=30, batch_size=128, lr=0.1))
+    #: the ground truth the proxies are ranked against: full-data training scored on the
+    #: test split (NAS-Bench-201's protocol)
+    reference: Proxy = field(
+        default_factory=lambda: TrainProxy(epochs=30, batch_size=128, lr=0.1, eval_split="test")
+    )
     report: ReportConfig = field(default_factory=ReportConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0

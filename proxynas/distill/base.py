@@ -39,6 +39,9 @@ class Summary:
     ``label_loss`` says how a network trains on them: ``"mse"`` regresses its
     outputs onto them (kernel-ridge targets), ``"ce"`` is cross-entropy with
     ``softmax(soft_labels)`` as the target distribution (logit labels).
+
+    ``learned_lr`` is a step size the distiller learned with the images
+    (MTT/TESLA's alpha); a proxy with ``lr_from_summary`` trains with it.
     """
 
     data: ImageData
@@ -46,10 +49,13 @@ class Summary:
     history: tuple[float, ...] = ()
     soft_labels: torch.Tensor | None = None
     label_loss: str = "ce"
+    learned_lr: float | None = None
 
     def __post_init__(self) -> None:
         if self.label_loss not in LABEL_LOSSES:
             raise ValueError(f"label_loss must be one of {', '.join(LABEL_LOSSES)}, got {self.label_loss!r}")
+        if self.learned_lr is not None and not (math.isfinite(self.learned_lr) and self.learned_lr > 0):
+            raise ValueError(f"learned_lr must be a finite number > 0, got {self.learned_lr!r}")
         labels = self.soft_labels
         if labels is not None:
             n, k = len(self.data), self.data.num_classes

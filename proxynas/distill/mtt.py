@@ -47,6 +47,8 @@ class MTT(TrajectoryMatching):
     """
 
     name: ClassVar[str] = "mtt"
+    #: 2: the summary carries the learned step size alpha (``Summary.learned_lr``)
+    version: ClassVar[str] = "2"
 
     def matching_gradients(
         self, unroll: Unroll, syn: torch.Tensor, lr: torch.Tensor, labels: torch.Tensor | None

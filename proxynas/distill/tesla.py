@@ -65,6 +65,8 @@ class TESLA(TrajectoryMatching):
     """
 
     name: ClassVar[str] = "tesla"
+    #: 2: the summary carries the learned step size alpha (``Summary.learned_lr``)
+    version: ClassVar[str] = "2"
 
     soft_labels: bool = True
     exact: bool = checked(True)

@@ -36,7 +36,7 @@ Shared here, so each method module holds only its own part:
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
@@ -197,6 +197,10 @@ class TrajectoryMatching(PreparedDistiller):
       eq. 1 (SGD, ``lr_label``, momentum 0.5);
     * ``log_every``: progress is reported every that many iterations, with
       the objective (``loss``) and the current alpha (``syn_lr``).
+
+    The final alpha is returned with the summary (``Summary.learned_lr``), so
+    a proxy can train on the images with the step size they were distilled
+    for (``lr_from_summary``).
 
     Expert settings (``prepare_fields``; changing only the settings above
     reuses cached experts): ``num_experts`` experts trained for
@@ -480,10 +484,13 @@ class TrajectoryMatching(PreparedDistiller):
         if not torch.isfinite(syn).all() or (labels is not None and not torch.isfinite(labels).all()):
             check_finite(float("nan"), method=self.name, iteration=self.iterations, setting=self.setting("lr_img"))
         summary = make_summary(train, syn.detach().split(ipc), self.name, history)
+        # alpha travels with the images: the step size they were distilled for
+        learned_lr = float(lr.detach())
         if labels is None:
-            return summary
+            return replace(summary, learned_lr=learned_lr)
         soft = labels.detach().to("cpu", torch.float32).contiguous()
-        return Summary(data=summary.data, method=self.name, history=summary.history, soft_labels=soft, label_loss="ce")
+        return Summary(data=summary.data, method=self.name, history=summary.history, soft_labels=soft,
+                       label_loss="ce", learned_lr=learned_lr)
 
 
 def learned(syn: torch.Tensor, lr: torch.Tensor, labels: torch.Tensor | None) -> list[torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -40,6 +40,22 @@ class ProxyContext:
     #: labels learned with a distilled summary (see ``Summary.soft_labels``)
     soft_labels: torch.Tensor | None = None
     label_loss: str = "ce"
+    #: the step size a distiller learned with the summary (see ``Summary.learned_lr``)
+    learned_lr: float | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Everything one scoring of an arch yields (see :meth:`Proxy.score_values`).
+
+    ``values`` maps each name of :meth:`Proxy.value_names` to a float, in that
+    order (the first is the arch's value); ``curve`` holds one mapping per
+    training epoch (``epoch``, ``train_loss``, ``val_loss``, ``val_acc``...)
+    for proxies that train (``records_curves``), else nothing.
+    """
+
+    values: Mapping[str, float]
+    curve: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,9 @@ class Proxy(Checked, ABC):
     #: (e.g. rank aggregation): ``score`` returns named components and
     #: :meth:`combine` turns the population's components into values
     combines: ClassVar[bool] = False
+    #: :meth:`score_values` returns per-epoch learning curves (training proxies); the
+    #: pipeline then adds a ``curves_<row>`` table to the proxy's stage
+    records_curves: ClassVar[bool] = False
 
     @abstractmethod
     def score(self, arch: str, ctx: ProxyContext) -> Any:
@@ -66,6 +85,24 @@ class Proxy(Checked, ABC):
         A float; for a combining proxy (``combines = True``) a dict of named
         component floats, which only :meth:`combine` turns into values.
         """
+
+    def value_names(self) -> tuple[str, ...]:
+        """Names of the values one scoring of an arch yields (:meth:`score_values`), first = the value.
+
+        Empty (the default) for a proxy with one value. A proxy with several
+        (e.g. final accuracy and learning-curve sums from one training) is
+        one report row per name: ``<row>`` for the first, ``<row>:<name>``
+        for the others, all from one cached stage.
+        """
+        return ()
+
+    def score_values(self, arch: str, ctx: ProxyContext) -> Scored:
+        """Every named value of ``arch`` from one scoring (for a proxy with :meth:`value_names`).
+
+        The default wraps :meth:`score` as ``{"value": score}``. A proxy
+        overriding it keeps :meth:`score` equal to the first value.
+        """
+        return Scored({"value": float(self.score(arch, ctx))})
 
     def combine(self, raw: Sequence[Any]) -> list[float]:
         """Final values of a population from its ``score`` results (same order).

@@ -1,36 +1,183 @@
-"""The data proxy: train the architecture on some data, report held-out test accuracy.
+"""The data proxy: train the architecture on some data, score it on held-out images and on its learning curve.
 
 With ``train_data`` = a distilled summary this is the proxy whose rank
 preservation proxynas measures (the DC-Bench NAS protocol, Cui et al., NeurIPS
-2022 Datasets & Benchmarks, Sec. 3.4); with the full training split it is the
-reference (NAS-Bench-201's protocol, Dong & Yang, ICLR 2020, Sec. 2.3).
+2022 Datasets & Benchmarks, Sec. 3.4), scored on the *validation* split:
+choosing architectures by their test accuracy would be selection on the test
+set. With the full training split and ``eval_split: test`` it is the reference
+(NAS-Bench-201's protocol, Dong & Yang, ICLR 2020, Sec. 2.3).
+
+One training yields several scores (``scores``), each a report row:
+
+* ``val_acc``: accuracy (%) on the evaluation images after the last epoch;
+* ``val_loss``: minus their cross-entropy after the last epoch;
+* ``sotl_<E>``: minus the sum of the mean training losses of the last E
+  epochs, SoTL-E (Ru, Lyle, Schut, Fil, van der Wilk & Gal, "Speedy
+  Performance Estimation for Neural Architecture Search", NeurIPS 2021,
+  Sec. 3: a lower sum of training losses predicts a better network);
+* ``val_acc@<P>%``: the validation accuracy after P% of the budget's
+  epochs (an early-stopped version of ``val_acc``, read off the curve).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import ClassVar, Literal, Sequence
 
 import torch
 
-from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
-from proxynas.training import TrainSettings, accuracy, train_model
+from proxynas.data.types import ImageData
+from proxynas.errors import ConfigError
+from proxynas.fields import checked
+from proxynas.proxies.base import PROXIES, Proxy, ProxyContext, Scored
+from proxynas.training import EpochRecord, TrainSettings, fit
+
+#: what ``scores`` may name
+SCORE_FORMS = "val_acc, val_loss, sotl_<E> (E a positive integer), val_acc@<P>% (P in 1..100)"
+_SOTL = re.compile(r"sotl_([1-9][0-9]*)")
+_EARLY = re.compile(r"val_acc@([1-9][0-9]*)%")
+
+
+def parse_score(name: str) -> tuple[str, int | None]:
+    """``("val_acc" | "val_loss" | "sotl" | "early", E or P or None)`` of a score name (ValueError if unknown)."""
+    if name in ("val_acc", "val_loss"):
+        return name, None
+    match = _SOTL.fullmatch(name)
+    if match:
+        return "sotl", int(match.group(1))
+    match = _EARLY.fullmatch(name)
+    if match and int(match.group(1)) <= 100:
+        return "early", int(match.group(1))
+    raise ValueError(f"unknown score {name!r} in scores; choose from: {SCORE_FORMS}")
+
+
+def _check_scores(names: Sequence[str]) -> None:
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ValueError(f"scores must be a list of score names ({SCORE_FORMS}), got {names!r}")
+    if not names:
+        raise ValueError(f"scores must name at least one score ({SCORE_FORMS})")
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"scores must be a list of score names ({SCORE_FORMS}), got {name!r}")
+        parse_score(name)
+    dupes = sorted({n for n in names if list(names).count(n) > 1})
+    if dupes:
+        raise ValueError(f"scores lists {dupes[0]!r} twice; list each score once")
+
+
+def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
+    """``size`` images of ``data`` drawn per class in proportion to the class sizes (at least one each).
+
+    Allocation is largest-remainder over the images beyond one per class;
+    within a class the images are a uniform draw of a CPU generator seeded
+    with ``seed``; the subset keeps the split's order. ``size`` at or above
+    ``len(data)`` gives the whole split; below the number of classes present
+    it is a ValueError.
+    """
+    if size >= len(data):
+        return data
+    classes = torch.unique(data.y)
+    if size < len(classes):
+        raise ValueError(f"a class-stratified subset of {size} images cannot hold the {len(classes)} classes")
+    members = [torch.nonzero(data.y == k).flatten() for k in classes.tolist()]
+    extra = torch.tensor([len(m) - 1 for m in members], dtype=torch.float64)
+    share = extra * (size - len(members)) / extra.sum()
+    counts = share.floor().long()
+    left = size - len(members) - int(counts.sum())
+    if left:
+        # largest fractional part first; ties to the lower class index (a stable sort)
+        order = torch.argsort(share - counts, descending=True, stable=True)
+        counts[order[:left]] += 1
+    gen = torch.Generator().manual_seed(int(seed))
+    picked = [m[torch.randperm(len(m), generator=gen)[: 1 + int(c)]] for m, c in zip(members, counts)]
+    return data.subset(torch.cat(picked).sort().values)
 
 
 @PROXIES.register("train")
 @dataclass(frozen=True)
 class TrainProxy(TrainSettings, Proxy):
-    """Test accuracy (%) after training on ``ctx.train_data`` with these SGD settings."""
+    """Accuracy (%) on held-out images after training on ``ctx.train_data``, and learning-curve scores.
 
-    unit = "test accuracy %"
+    Settings besides the SGD recipe (:class:`~proxynas.training.TrainSettings`):
+
+    * ``eval_split``: ``val`` (default; a proxy never reads the test split)
+      or ``test`` (the reference's NAS-Bench-201 protocol);
+    * ``eval_size``: score on a seeded, class-stratified subset of that many
+      images of the split (drawn from the proxy seed, the same for every
+      arch; at least one per class); ``None`` = the whole split;
+    * ``scores``: the named values one training reports (module doc), the
+      first being the row's value: ``val_acc`` (default), ``val_loss``,
+      ``sotl_<E>`` (SoTL-E, Ru et al., NeurIPS 2021), ``val_acc@<P>%``
+      (needs ``curve_every`` to divide that epoch).
+    """
+
+    #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores
+    version: ClassVar[str] = "2"
+    unit = "accuracy % on eval_split"
     parallel = True
+    records_curves = True
 
-    def score(self, arch: str, ctx: ProxyContext) -> float:
+    eval_split: Literal["val", "test"] = "val"
+    eval_size: int | None = checked(None, ge=1)
+    scores: tuple[str, ...] = checked(("val_acc",), check=_check_scores)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps is None:  # the budget's epochs are known now; with steps they depend on the data
+            self._check_budget(self.epochs)
+
+    def _check_budget(self, epochs: int) -> None:
+        """ValueError unless every score can be read off a training of ``epochs`` epochs."""
+        for name in self.scores:
+            kind, n = parse_score(name)
+            if kind == "sotl" and n > epochs:
+                raise ValueError(
+                    f"scores: {name} sums the last {n} epochs but training runs {epochs}; "
+                    "lower E or raise the budget (epochs/steps)"
+                )
+            if kind == "early":
+                if n * epochs % 100:
+                    raise ValueError(
+                        f"scores: {name} needs a whole epoch at {n}% of {epochs} epochs; "
+                        "choose P so that P x epochs / 100 is an integer"
+                    )
+                at = n * epochs // 100
+                if at != epochs and (self.curve_every == 0 or at % self.curve_every):
+                    measured = (
+                        "only after the last epoch" if self.curve_every == 0 else f"every {self.curve_every} epochs"
+                    )
+                    raise ValueError(
+                        f"scores: {name} reads the validation curve at epoch {at} but curve_every="
+                        f"{self.curve_every} measures it {measured}; set curve_every to a divisor of {at}"
+                    )
+
+    def value_names(self) -> tuple[str, ...]:
+        return tuple(self.scores)
+
+    def eval_data(self, ctx: ProxyContext) -> ImageData:
+        """The images scores are measured on: ``eval_split`` of ``ctx.dataset``, subset to ``eval_size``."""
+        split = ctx.dataset.val if self.eval_split == "val" else ctx.dataset.test
+        if self.eval_size is None:
+            return split
+        try:
+            return stratified_subset(split, self.eval_size, ctx.seed)
+        except ValueError as exc:
+            raise ConfigError(f"{ctx.setting_prefix}.eval_size={self.eval_size}: {exc}; raise it") from None
+
+    def score_values(self, arch: str, ctx: ProxyContext) -> Scored:
+        """Train once; every name of ``scores`` from the final evaluation and the learning curve."""
         torch.manual_seed(ctx.seed)
         shape = ctx.dataset.shape
         model = ctx.space.build(
             arch, in_channels=shape[0], num_classes=ctx.dataset.num_classes, image_size=shape[1]
         )
-        train_model(
+        if self.steps is not None:
+            try:
+                self._check_budget(self.budget_epochs(len(ctx.train_data)))
+            except ValueError as exc:
+                raise ConfigError(f"{ctx.setting_prefix}.{exc}") from None
+        fitted = fit(
             model,
             ctx.train_data,
             self,
@@ -41,5 +188,25 @@ class TrainProxy(TrainSettings, Proxy):
             progress=ctx.progress,
             soft_labels=ctx.soft_labels,
             label_loss=ctx.label_loss,
+            learned_lr=ctx.learned_lr,
+            eval_data=self.eval_data(ctx),
         )
-        return accuracy(model, ctx.dataset.test, device=ctx.device)
+        values = {name: _read(name, fitted.curve) for name in self.scores}
+        return Scored(values, tuple(r.as_dict() for r in fitted.curve))
+
+    def score(self, arch: str, ctx: ProxyContext) -> float:
+        return self.score_values(arch, ctx).values[self.scores[0]]
+
+
+def _read(name: str, curve: Sequence[EpochRecord]) -> float:
+    """Score ``name`` from a learning curve whose last record holds the final evaluation."""
+    kind, n = parse_score(name)
+    final = curve[-1]
+    if kind == "val_acc":
+        return float(final.val_acc)
+    if kind == "val_loss":
+        return -float(final.val_loss)
+    if kind == "sotl":
+        return -float(sum(r.train_loss for r in curve[-n:]))
+    at = n * len(curve) // 100
+    return float(curve[at - 1].val_acc)

@@ -87,6 +87,8 @@ class ProxyObjective(ArchObjective):
     Build it with :meth:`from_pipeline`; the fields are what one evaluation
     needs: the row's stage settings (``params`` of its ``proxy_<row>`` /
     ``baseline_<row>`` stage), the dataset and summary from the runner.
+    A component row (``dm:sotl_5``, one of several values of one training)
+    scores an arch by that value (``component``).
     """
 
     name: str
@@ -97,6 +99,8 @@ class ProxyObjective(ArchObjective):
     summary: Summary | None
     key: str
     setup_seconds: float = 0.0
+    #: the named value a component row reads (None: the proxy's value)
+    component: str | None = None
     #: CPU threads while scoring. One, as in proxynas.evaluation's workers: a
     #: small cell network is bound by per-operator overhead, and on shared
     #: cores a second OpenMP thread makes steps stall (measured here: 0.03 s
@@ -122,6 +126,7 @@ class ProxyObjective(ArchObjective):
         pipeline = build_graph(config)
         runner = runner if runner is not None else build_runner(config, hooks, pipeline=pipeline)
         graph = runner.graph
+        component = None
         if row == REFERENCE_ROW:
             stage, targets, summary_name, seconds_name = graph.stage(pipeline.reference), ["load_data"], None, None
         else:
@@ -135,6 +140,7 @@ class ProxyObjective(ArchObjective):
             stage = graph.stage(found.stage)
             targets = [found.distill_stage] if found.distilled else ["load_data"]
             summary_name, seconds_name = found.summary, found.distill_seconds
+            component = found.component
         # before runner.run: refuse before distilling a summary that could not be used
         _refuse_population_proxy(row, stage.params.get("proxy"))
         outputs = runner.run(targets=targets)
@@ -142,7 +148,8 @@ class ProxyObjective(ArchObjective):
         setup = float(outputs[seconds_name]) if seconds_name else 0.0
         keys = {s.name: s.key for s in runner.status(targets=targets)}
         upstream = {i: keys[graph.producer(i).name] for i in stage.inputs if i != "archs"}
-        key = value_key({"objective": "proxynas.search.proxy", "inputs": upstream, "params": stage.params})
+        what = {"objective": "proxynas.search.proxy", "inputs": upstream, "params": stage.params}
+        key = value_key(what if component is None else {**what, "component": component})
         return cls(
             name=row,
             space=config.space,
@@ -153,6 +160,7 @@ class ProxyObjective(ArchObjective):
             key=key,
             setup_seconds=setup,
             threads=threads,
+            component=component,
         )
 
     def evaluate(self, arch: str) -> Evaluation:
@@ -167,7 +175,8 @@ class ProxyObjective(ArchObjective):
             (result,) = evaluate([arch], self.dataset, self.params, self.device, workers=1, summary=self.summary)
         finally:
             torch.set_num_threads(previous)
-        return Evaluation(float(result["value"]), float(result["seconds"]))
+        value = result["value"] if self.component is None else result["values"][self.component]
+        return Evaluation(float(value), float(result["seconds"]))
 
     def num_params(self, arch: str) -> float:
         c, h, _ = self.dataset.shape

@@ -69,3 +69,25 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("run: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_default_proxy_trains_with_dsa_on_val_and_the_reference_scores_on_test():
+    from proxynas.proxies import TrainProxy
+
+    config = PipelineConfig()
+    assert config.proxy.augment == "dsa" and config.proxy.eval_split == "val"
+    assert config.reference.eval_split == "test" and config.reference.augment == "none"
+    assert TrainProxy().eval_split == "val"  # a proxy section that says nothing scores on val
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.name)
+def test_pipelines_score_proxies_on_val_train_with_dsa_and_a_trained_reference_on_test(path):
+    from proxynas.proxies import TrainProxy
+
+    config = load_config(path)
+    if isinstance(config.reference, TrainProxy):
+        assert config.reference.eval_split == "test"
+        assert "eval_split: test" in path.read_text()  # stated in the file, not left to a default
+    assert config.proxy.eval_split == "val" and config.proxy.augment == "dsa"
+    for baseline in config.baselines.values():
+        assert not isinstance(baseline, TrainProxy) or baseline.eval_split == "val"
