@@ -35,7 +35,7 @@ from proxynas.metrics.rank import rank_metrics
 from proxynas.plots import image_grid_png, scatter_png
 from proxynas.progress import Progress, null_progress
 from proxynas.proxies.base import ProxyContext
-from proxynas.sampling import stratified_sample
+from proxynas.sampling import stratified_sample, top_sample
 from proxynas.spaces.base import SearchSpace
 
 
@@ -47,10 +47,12 @@ def load_data(params) -> DatasetSplits:
 def sample_archs(params: Mapping[str, Any]) -> list[str]:
     space: SearchSpace = params["space"]
     sample = params["sample"]
-    if sample.strategy == "stratified":
+    if sample.strategy in ("stratified", "top"):
         from proxynas.reference import load_table
 
         reference = load_table(sample.table).column(sample.column)
+        if sample.strategy == "top":
+            return top_sample(space, reference, sample.num_archs, fraction=sample.fraction, seed=sample.seed)
         return stratified_sample(space, reference, sample.num_archs, bins=sample.bins, seed=sample.seed)
     return space.sample(sample.num_archs, seed=sample.seed)
 

@@ -19,6 +19,35 @@ from proxynas.errors import ArchError, ConfigError
 from proxynas.spaces.base import SearchSpace
 
 
+def _members(space: SearchSpace, reference: Mapping[str, float]) -> list[tuple[float, str]]:
+    """``(value, canonical arch)`` of every arch of ``reference`` that is in ``space``, sorted by value."""
+    members = []
+    for arch, value in reference.items():
+        try:
+            members.append((value, space.validate(arch)))
+        except ArchError:  # not in this space (e.g. filtered out): not eligible
+            continue
+    return sorted(members)
+
+
+def top_sample(
+    space: SearchSpace, reference: Mapping[str, float], n: int, *, fraction: float, seed: int
+) -> list[str]:
+    """``n`` distinct archs drawn uniformly from the best ``fraction`` of ``space`` by ``reference``.
+
+    "Top 10%" is counted among the archs of ``space`` (after its filters) that
+    have a reference value; ties at the cut-off go by the canonical string.
+    """
+    members = _members(space, reference)
+    top = members[len(members) - max(1, round(fraction * len(members))) :]
+    if n > len(top):
+        raise ConfigError(
+            f"sample.num_archs={n} but the top {fraction:.0%} of the space holds {len(top)} archs;"
+            " lower sample.num_archs or raise sample.fraction"
+        )
+    return random.Random(seed).sample([arch for _, arch in top], n)
+
+
 def stratified_sample(
     space: SearchSpace, reference: Mapping[str, float], n: int, *, bins: int, seed: int
 ) -> list[str]:
@@ -28,19 +57,13 @@ def stratified_sample(
     skips disconnected cells) and have a reference value are eligible. When
     ``n`` is not a multiple of ``bins`` the top bins get one more.
     """
-    members = []
-    for arch, value in reference.items():
-        try:
-            members.append((value, space.validate(arch)))
-        except ArchError:  # not in this space (e.g. filtered out): not eligible
-            continue
+    members = _members(space, reference)
     if n > len(members):
         raise ConfigError(
             f"sample.num_archs={n} but only {len(members)} archs of the space have reference values; lower it"
         )
     if not 1 <= bins <= n:
         raise ConfigError(f"sample.bins={bins} must be between 1 and sample.num_archs={n}")
-    members.sort()
     rng = random.Random(seed)
     picked: list[str] = []
     for b in range(bins):

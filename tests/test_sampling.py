@@ -63,3 +63,33 @@ def test_stratified_config_without_a_table_samples_from_the_packaged_table(refer
     archs = sample_archs({"space": space, "sample": sample})
     assert len(set(archs)) == 10
     assert archs == stratified_sample(space, reference, 10, bins=5, seed=2)
+
+
+def test_top_sample_draws_only_from_the_best_fraction_of_the_space():
+    from proxynas.reference import load_table
+    from proxynas.sampling import top_sample
+
+    space = NB201Space(channels=4, cells_per_stage=1, skip_disconnected=True)
+    reference = load_table("").column("cifar10_test_200ep")
+    in_space = set(space.enumerate())
+    members = sorted(v for a, v in reference.items() if a in in_space)
+    cut = members[len(members) - round(0.1 * len(members))]
+    archs = top_sample(space, reference, 50, fraction=0.1, seed=0)
+    assert len(set(archs)) == 50 and all(reference[a] >= cut for a in archs)
+    assert top_sample(space, reference, 50, fraction=0.1, seed=0) == archs
+    assert top_sample(space, reference, 50, fraction=0.1, seed=1) != archs
+    with pytest.raises(ConfigError, match="top 1% of the space holds"):
+        top_sample(space, reference, 500, fraction=0.01, seed=0)
+
+
+def test_the_pipeline_samples_the_top_fraction_by_config():
+    from proxynas.config.pipeline import SampleConfig
+    from proxynas.pipeline import sample_archs
+    from proxynas.reference import load_table
+
+    space = NB201Space(channels=4, cells_per_stage=1, skip_disconnected=True)
+    archs = sample_archs({"space": space, "sample": SampleConfig(num_archs=10, strategy="top", fraction=0.05)})
+    reference = load_table("").column("cifar10_test_200ep")
+    assert len(archs) == 10 and min(reference[a] for a in archs) > 93.0  # NB201's top 5% lies above 93%
+    with pytest.raises(ValueError, match="fraction"):
+        SampleConfig(strategy="top", fraction=0.0)

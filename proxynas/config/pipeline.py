@@ -52,24 +52,29 @@ class RunConfig(Checked):
 
 
 @dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(Checked):
     """Which candidate architectures are drawn from the search space.
 
     ``uniform``: uniformly from the space. ``stratified``: ``num_archs / bins``
     from each quantile bin of ``column`` in the benchmark ``table`` (so the top
-    of the space is represented; see :mod:`proxynas.sampling`). An empty
+    of the space is represented; see :mod:`proxynas.sampling`). ``top``:
+    uniformly from the best ``fraction`` of the space by ``column`` (whether a
+    proxy orders the good architectures; a fidelity benchmark's second sample). An empty
     ``table`` is the NAS-Bench-201 table shipped with proxynas
     (:func:`proxynas.reference.default_table_path`).
     """
 
     num_archs: int = 20
     seed: int = 0
-    strategy: Literal["uniform", "stratified"] = "uniform"
+    strategy: Literal["uniform", "stratified", "top"] = "uniform"
     table: str = ""
     column: str = "cifar10_test_200ep"
     bins: int = 5
+    #: for ``top``: the share of the space (by ``column``) to draw from
+    fraction: float = checked(0.1, gt=0, le=1)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_archs < 3:
             raise ValueError("num_archs must be >= 3 (rank correlations need at least 3 archs)")
 
