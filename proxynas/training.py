@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -200,25 +200,9 @@ def fit(
     return Fitted(model, tuple(curve))
 
 
-def train_model(
-    model: nn.Module,
-    data: ImageData,
-    settings: TrainSettings,
-    *,
-    device: torch.device,
-    seed: int,
-    label: str = "model",
-    setting_prefix: str = "proxy",
-    progress: Progress = null_progress,
-    soft_labels: torch.Tensor | None = None,
-    label_loss: str = "ce",
-    learned_lr: float | None = None,
-) -> nn.Module:
-    """:func:`fit` without evaluation data, returning the trained ``model``."""
-    return fit(
-        model, data, settings, device=device, seed=seed, label=label, setting_prefix=setting_prefix,
-        progress=progress, soft_labels=soft_labels, label_loss=label_loss, learned_lr=learned_lr,
-    ).model
+def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, **options: Any) -> nn.Module:
+    """:func:`fit` without evaluation data (same keyword ``options``), returning the trained ``model``."""
+    return fit(model, data, settings, **options).model
 
 
 @torch.no_grad()

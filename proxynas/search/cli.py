@@ -28,7 +28,9 @@ def add_search_parser(subparsers) -> argparse.ArgumentParser:
         " pipeline (a distiller's summary, a baseline, or 'reference' for an oracle search).",
     )
     p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/quickstart.yaml")
-    p.add_argument("--row", default="dm", help="distill method, baseline or 'reference' to search with (default dm)")
+    p.add_argument("--row", default="dm",
+                   help="pipeline row to search with: a distill method (or one of its learning-curve rows,"
+                   " e.g. dm:sotl_5), a baseline, or 'reference' (default dm)")
     p.add_argument("--sampler", default="tpe", choices=SAMPLER_NAMES, help="search strategy (default tpe)")
     p.add_argument("--trials", type=int, default=50, help="trials to run (default 50)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
