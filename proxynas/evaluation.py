@@ -132,10 +132,18 @@ def score_all(
     """
     parallel = workers > 1 and len(archs) > 1 and ctx.device.type == "cpu" and proxy.parallel
     if not parallel:
-        scored = []
-        for i, arch in enumerate(archs):
-            scored.append(_score(proxy, dataclasses.replace(ctx, progress=_epochs(progress, i, len(archs))), arch))
-            progress(i + 1, len(archs), **_progress_info(proxy, scored[-1][0]))
+        # On a CPU, one thread as in the workers: float reductions depend on the
+        # thread count, and results must not depend on how many workers ran.
+        previous = torch.get_num_threads()
+        if ctx.device.type == "cpu":
+            torch.set_num_threads(1)
+        try:
+            scored = []
+            for i, arch in enumerate(archs):
+                scored.append(_score(proxy, dataclasses.replace(ctx, progress=_epochs(progress, i, len(archs))), arch))
+                progress(i + 1, len(archs), **_progress_info(proxy, scored[-1][0]))
+        finally:
+            torch.set_num_threads(previous)
         return _results(proxy, archs, scored)
     out: dict[str, tuple[Any, float]] = {}
     with ProcessPoolExecutor(

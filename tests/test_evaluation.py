@@ -82,3 +82,21 @@ def test_a_proxy_with_several_values_gives_them_all_and_its_curves_whatever_the_
         assert list(r["values"]) == ["sotl_2", "val_acc"] and r["value"] == r["values"]["sotl_2"] < 0
         assert [p["epoch"] for p in r["curve"]] == [1, 2] and r["curve"][-1]["val_acc"] == r["values"]["val_acc"]
     assert "values" not in score_all(ParamsProxy(), archs, ctx)[0]  # a one-value proxy: as before
+
+
+def test_in_process_scoring_uses_one_cpu_thread_and_restores_the_count(ctx):
+    seen = []
+
+    @dataclass(frozen=True)
+    class _Threads(Proxy):
+        def score(self, arch, ctx):
+            seen.append(torch.get_num_threads())
+            return 0.0
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        score_all(_Threads(), ctx.space.sample(2, seed=0), ctx, workers=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
