@@ -93,6 +93,8 @@ def run_sample(pipeline: str, overrides: Sequence[str]) -> Sample:
     train_size, num_classes = len(dataset.train), dataset.num_classes
     values, seconds, passes = {}, {}, {}
     for row in graph.rows:
+        if row.kind == "combined":
+            continue
         base = row.name.split(":")[0]  # a learning-curve row shares its training (and cost) with its base row
         values[row.name] = np.array([float(r[row.name]) for r in rows])
         per_arch = float(np.mean([float(r[f"{base}_seconds"]) for r in rows]))
@@ -111,6 +113,12 @@ def run_sample(pipeline: str, overrides: Sequence[str]) -> Sample:
                 passes[row.name] = float(epochs * 50_000)
             else:
                 passes[row.name] = _proxy_passes(proxy, train_size)
+    for row in graph.rows:
+        if row.kind == "combined":  # costs what its distinct trainings cost
+            values[row.name] = np.array([float(r[row.name]) for r in rows])
+            bases = {name.split(":")[0]: name for name in row.sources}
+            seconds[row.name] = sum(seconds[name] for name in bases.values())
+            passes[row.name] = sum(passes[name] for name in bases.values())
     reference = np.array([float(r["reference"]) for r in rows])
     return Sample(archs, reference, values, seconds, passes, wall)
 

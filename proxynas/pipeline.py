@@ -31,6 +31,7 @@ from proxynas.data.types import DatasetSplits
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
 from proxynas.engine import Graph, Stage
 from proxynas.evaluation import score_all
+from proxynas.metrics.aggregation import log_rank_aggregate
 from proxynas.metrics.rank import rank_metrics
 from proxynas.plots import image_grid_png, scatter_png
 from proxynas.progress import Progress, null_progress
@@ -173,6 +174,31 @@ def _components(row: str, score: Mapping[str, Any]) -> dict[str, float]:
     return {f"{row}.{k}": float(v) for k, v in score.get("components", {}).items()}
 
 
+def _scored_rows(archs: list[str], rows: tuple[Row, ...], inputs: Mapping[str, Any]):
+    """``(row, scores, values, distill seconds)`` of every row; combined rows from their sources.
+
+    A combined row's per-arch seconds (and its distillation) are those of the
+    distinct stages it reads, so a summary's two rows are not counted twice.
+    """
+    done: dict[str, tuple[Row, list, list[float], float]] = {}
+    for row in rows:
+        if row.kind != "combined":
+            scores = inputs[row.scores]
+            distill_s = float(inputs[row.distill_seconds]) if row.distill_seconds else 0.0
+            done[row.name] = (row, scores, row_values(row, scores), distill_s)
+            yield done[row.name]
+    for row in rows:
+        if row.kind == "combined":
+            parts = [done[name] for name in row.sources]
+            values = log_rank_aggregate({p[0].name: p[2] for p in parts})
+            stages = {p[0].stage: p for p in parts}
+            scores = [
+                {"arch": a, "value": v, "seconds": sum(p[1][i]["seconds"] for p in stages.values())}
+                for i, (a, v) in enumerate(zip(archs, values))
+            ]
+            yield row, scores, values, sum(p[3] for p in stages.values())
+
+
 def report(
     archs: list[str],
     reference: list[dict[str, Any]],
@@ -191,10 +217,7 @@ def report(
     rows, metrics, per_arch = [], {}, {a: {"arch": a, "reference": r["value"]} for a, r in zip(archs, reference)}
     scatter, evaluations = {}, []
     row: Row
-    for row in params["rows"]:
-        scores = inputs[row.scores]
-        values = row_values(row, scores)
-        distill_s = float(inputs[row.distill_seconds]) if row.distill_seconds else 0.0
+    for row, scores, values, distill_s in _scored_rows(archs, params["rows"], inputs):
         m = rank_metrics(values, ref, k=cfg.top_k, n_boot=cfg.bootstrap, ci=cfg.ci, seed=cfg.seed)
         proxy_s = distill_s + sum(s["seconds"] for s in scores)
         rows.append(
@@ -288,14 +311,16 @@ class Row:
     """
 
     name: str
-    kind: Literal["distilled", "baseline"]
-    #: the stage that scores the archs, and its output
+    kind: Literal["distilled", "baseline", "combined"]
+    #: the stage that scores the archs, and its output (a combined row: ``report``, none)
     stage: str
     scores: str
     distill_stage: str | None = None
     summary: str | None = None
     distill_seconds: str | None = None
     component: str | None = None
+    #: a combined row's source rows (see :class:`~proxynas.config.pipeline.CombinedRow`)
+    sources: tuple[str, ...] = ()
 
     @property
     def distilled(self) -> bool:
@@ -432,11 +457,13 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
         )
     )
     report_inputs = ["archs", REFERENCE]
-    for row in rows:
+    for row in list(rows):
         if row.scores not in report_inputs:
             report_inputs.append(row.scores)
         if row.distill_seconds and row.distill_seconds not in report_inputs:
             report_inputs.append(row.distill_seconds)
+    for name, spec in config.combined.items():
+        rows.append(Row(name=name, kind="combined", stage="report", scores="", sources=tuple(spec.rows)))
     stages.append(
         Stage(
             "report",

@@ -326,3 +326,27 @@ def test_one_proxy_stage_feeds_a_row_per_named_score(tiny, tmp_path, capsys):
     assert objective.evaluate(arch).value == pytest.approx(results[arch]["random:sotl_2"], rel=1e-6)
     plain = ProxyObjective.from_pipeline(config, "random")
     assert plain.key != objective.key and plain.evaluate(arch).value == pytest.approx(results[arch]["random"])
+
+
+def test_a_combined_row_aggregates_its_rows_by_log_rank(tiny):
+    from proxynas.app import build_runner
+    from proxynas.errors import ConfigError
+    from proxynas.metrics.aggregation import log_rank_aggregate
+    from proxynas.search.objective import ProxyObjective
+
+    config = load_config(QUICKSTART, tiny + ["distill.methods={random: {}}",
+                                             "combined={both: {rows: [random, params]}}"])
+    outputs = build_runner(config).run()
+    results = outputs["results"].rows
+    expected = log_rank_aggregate({"random": [r["random"] for r in results], "params": [r["params"] for r in results]})
+    assert [r["both"] for r in results] == pytest.approx(expected, abs=1e-12)
+    both = next(r for r in outputs["report"]["rows"] if r["proxy"] == "both")
+    assert both["kind"] == "combined" and -1.0 <= both["spearman"] <= 1.0
+    assert [r["both_seconds"] for r in results] == pytest.approx(
+        [r["random_seconds"] + r["params_seconds"] for r in results])
+    with pytest.raises(ConfigError, match="combines rows by rank"):
+        ProxyObjective.from_pipeline(config, "both")
+    with pytest.raises(ConfigError, match=r"combined\.both: no row 'dmm' to combine; rows: random, params"):
+        load_config(QUICKSTART, tiny + ["distill.methods={random: {}}", "combined={both: {rows: [dmm, params]}}"])
+    with pytest.raises(ConfigError, match="at least two distinct rows"):
+        load_config(QUICKSTART, tiny + ["combined={both: {rows: [params]}}"])

@@ -174,6 +174,25 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class CombinedRow(Checked):
+    """A report row that combines other rows' scores by rank, with no fitting.
+
+    ``log_rank``: each arch scores ``sum over rows of log(rank / N)`` among the
+    N sampled archs (AZ-NAS's aggregation, Lee & Ham, CVPR 2024, Eq. 12), e.g.
+    a summary's SoTL row with the zero-cost rows. The value depends on the
+    whole sample, so such a row is reported, not searched or tuned.
+    """
+
+    rows: list[str] = field(default_factory=list)
+    method: Literal["log_rank"] = "log_rank"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.rows) < 2 or len(set(self.rows)) != len(self.rows):
+            raise ValueError(f"rows must name at least two distinct rows to combine, got {self.rows}")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A whole pipeline: dataset -> summaries -> proxies vs reference -> report."""
 
@@ -193,6 +212,8 @@ class PipelineConfig:
     reference: Proxy = field(
         default_factory=lambda: TrainProxy(epochs=30, batch_size=128, lr=0.1, eval_split="test")
     )
+    #: rows combining other rows' scores by rank (e.g. ``{az_sotl: {rows: [az_nas, dm:sotl_5]}}``)
+    combined: dict[str, CombinedRow] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     seed: int = 0
@@ -202,6 +223,21 @@ class PipelineConfig:
             raise ValueError(
                 f"report.top_k={self.report.top_k} exceeds sample.num_archs={self.sample.num_archs}; lower report.top_k"
             )
+        rows = self.row_names()
+        for name, spec in self.combined.items():
+            if name in rows:
+                raise ValueError(f"combined.{name}: the name is already a row; choose another")
+            unknown = [r for r in spec.rows if r not in rows]
+            if unknown:
+                raise ValueError(f"combined.{name}: no row {unknown[0]!r} to combine; rows: {', '.join(rows)}")
+
+    def row_names(self) -> list[str]:
+        """The names of the pipeline's proxy rows, in report order (combined rows excluded)."""
+        names = []
+        for name, proxy in [*((m, self.proxy) for m in self.distill.methods), *self.baselines.items()]:
+            values = proxy.value_names()
+            names += [name] + [f"{name}:{v}" for v in values[1:]]
+        return names
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

@@ -78,6 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from proxynas.errors import ConfigError
+from proxynas.metrics.aggregation import log_rank_aggregate
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
 from proxynas.proxies.flops import count_macs
 from proxynas.proxies.zero_cost_batch import ZeroCostBatch, build_network
@@ -173,38 +174,6 @@ def block_trainability(f_in: torch.Tensor, f_out: torch.Tensor, generator: torch
         return 1.0, float("-inf")
     sigma = probe_spectral_norm(g_in, probe)
     return sigma, 2.0 - sigma - 1.0 / (sigma + SIGMA_EPS)
-
-
-# -- rank aggregation ----------------------------------------------------------------
-
-
-def average_ranks(values: Sequence[float]) -> np.ndarray:
-    """Ascending ranks 1..N (1 = lowest), tied values sharing their average rank; NaN ranks lowest."""
-    v = np.asarray(values, dtype=np.float64)
-    v = np.where(np.isnan(v), -np.inf, v)
-    order = np.argsort(v, kind="stable")
-    sorted_v = v[order]
-    ranks = np.empty(len(v), dtype=np.float64)
-    start = 0
-    while start < len(v):
-        end = start + 1
-        while end < len(v) and sorted_v[end] == sorted_v[start]:
-            end += 1
-        ranks[order[start:end]] = (start + 1 + end) / 2.0  # mean of ranks start+1 .. end
-        start = end
-    return ranks
-
-
-def log_rank_aggregate(columns: Mapping[str, Sequence[float]]) -> list[float]:
-    """``sum over columns of log(rank / N)`` per candidate (Lee & Ham 2024, Eq. 12)."""
-    lengths = {len(v) for v in columns.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"every proxy must score the same candidates, got lengths {sorted(lengths)}")
-    n = lengths.pop() if lengths else 0
-    total = np.zeros(n, dtype=np.float64)
-    for values in columns.values():
-        total += np.log(average_ranks(values) / n)
-    return [float(t) for t in total]
 
 
 # -- the network's blocks --------------------------------------------------------------

@@ -137,6 +137,11 @@ class ProxyObjective(ArchObjective):
                     " (distill.methods, baselines, or the reference)"
                 )
             found = pipeline.row(row)
+            if found.kind == "combined":
+                raise ConfigError(
+                    f"row {row!r} combines rows by rank over the sampled archs and cannot score one arch at a"
+                    " time (search, tune); search with one of its rows: " + ", ".join(found.sources)
+                )
             stage = graph.stage(found.stage)
             targets = [found.distill_stage] if found.distilled else ["load_data"]
             summary_name, seconds_name = found.summary, found.distill_seconds

@@ -12,11 +12,9 @@ from proxynas.evaluation import score_all
 from proxynas.proxies import PROXIES, AZNasProxy, ParamsProxy
 from proxynas.proxies.az_nas import (
     COMPONENTS,
-    average_ranks,
     block_features,
     block_trainability,
     isotropy_entropy,
-    log_rank_aggregate,
     probe_spectral_norm,
     progressivity,
     rademacher_like,
@@ -113,12 +111,6 @@ def test_a_block_that_ignores_its_input_scores_very_low():
 # -- rank aggregation ----------------------------------------------------------------
 
 
-def test_average_ranks_share_ties_and_put_nan_lowest():
-    assert average_ranks([10.0, 30.0, 20.0, 20.0]).tolist() == [1.0, 4.0, 2.5, 2.5]
-    assert average_ranks([5.0, math.nan, -math.inf, 7.0]).tolist() == [3.0, 1.5, 1.5, 4.0]
-    assert average_ranks([2.0, 2.0, 2.0]).tolist() == [2.0, 2.0, 2.0]
-
-
 def test_log_rank_aggregation_matches_a_hand_computation():
     raw = [
         {"expressivity": 1.0, "progressivity": 0.2, "trainability": -0.5, "complexity": 100.0},
@@ -132,9 +124,6 @@ def test_log_rank_aggregation_matches_a_hand_computation():
     ranks = [(1, 2, 2, 1.5), (3, 1, 3.5, 4), (2, 3, 3.5, 1.5), (4, 4, 1, 3)]
     expected = [sum(math.log(r / 4) for r in row) for row in ranks]
     assert AZNasProxy().combine(raw) == pytest.approx(expected, abs=1e-12)
-    assert log_rank_aggregate({"a": [1.0, 2.0, 3.0], "b": [3.0, 2.0, 1.0]}) == pytest.approx(
-        [math.log(1 / 3), 2 * math.log(2 / 3), math.log(1 / 3)]
-    )
     assert AZNasProxy().combine(raw[:1]) == [0.0]  # alone, an arch is the best on every proxy
     with pytest.raises(ValueError, match="lacks component"):
         AZNasProxy().combine([{"expressivity": 1.0}])
