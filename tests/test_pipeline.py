@@ -350,3 +350,10 @@ def test_a_combined_row_aggregates_its_rows_by_log_rank(tiny):
         load_config(QUICKSTART, tiny + ["distill.methods={random: {}}", "combined={both: {rows: [dmm, params]}}"])
     with pytest.raises(ConfigError, match="at least two distinct rows"):
         load_config(QUICKSTART, tiny + ["combined={both: {rows: [params]}}"])
+
+
+def test_the_configs_row_names_are_the_graphs_rows():
+    for path in sorted(QUICKSTART.parent.glob("*.yaml")):
+        config = load_config(path)
+        rows = [r.name for r in build_graph(config).rows if r.kind != "combined"]
+        assert config.row_names() == rows, path.name

@@ -48,25 +48,14 @@ def test_key_is_stable_across_dict_order():
     assert stage_key(mk(), {"a": "k1", "b": "k2"}) == stage_key(mk(), {"b": "k2", "a": "k1"})
 
 
+# A fresh interpreter (its own hash seed) builds the same params in another order.
 KEY_SCRIPT = """
-import enum, sys
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from proxynas.engine.keys import stage_key
 from proxynas.engine.graph import Stage
-
-@dataclass(frozen=True)
-class Cfg:
-    lr: float
-    steps: int
-    name: str = "x"
-
-class Color(enum.Enum):
-    RED = 1
-
-def fn(a, b, params=None):
-    return a
+from proxynas.engine.keys import stage_key
+from tests.engine.test_keys import Cfg, Color, fn
 
 params = {{"list": [1, 2.5, None, True], "color": Color.RED, "path": Path("/data/x"), "cfg": Cfg(0.1, 3)}}
 stage = Stage("train", fn, inputs=("a", "b"), outputs=("y",), params=params)
