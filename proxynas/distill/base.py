@@ -80,6 +80,15 @@ class Distiller(Checked, ABC):
         """Whether the output depends on ``seed`` (False e.g. for herding on raw pixels)."""
         return True
 
+    @property
+    def needs_space(self) -> bool:
+        """True when distill() must be given the search space being ranked (keyword ``space=``).
+
+        False by default; methods whose matching networks can be drawn from the
+        search space (:mod:`proxynas.distill.networks`) return True when so set.
+        """
+        return False
+
     @abstractmethod
     def distill(
         self,

@@ -5,12 +5,17 @@ Synthetic images S are learned so that, under many randomly initialised
 embedders psi_theta and siamese augmentations A(., omega), each class's mean
 synthetic embedding matches its mean real embedding (eq. 4). No network is
 trained, which makes DM the cheapest of the synthetic-set methods.
+
+``networks: space`` (a deliberate deviation from the paper, off by default)
+draws the embedders from the search space being ranked instead of the fixed
+ConvNet, because summaries tuned to one architecture transfer poorly (DC-Bench,
+Cui et al., NeurIPS 2022); see :mod:`proxynas.distill.networks`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import torch
 
@@ -26,11 +31,14 @@ from proxynas.distill.base import (
     class_indices,
     descend,
     make_summary,
-    seeded_convnet,
 )
+from proxynas.distill.networks import NETWORKS, draw_network, require_space
 from proxynas.fields import checked
 from proxynas.numerics import draw_seed
 from proxynas.progress import Progress, null_progress
+
+if TYPE_CHECKING:
+    from proxynas.spaces.base import SearchSpace
 
 SETTING = "distill.methods.dm.lr_img"  # what to lower when the objective diverges
 
@@ -44,6 +52,17 @@ class DM(Distiller):
     is faster on a CPU). ``dsa`` is the :class:`DSA` strategy (``"none"``
     disables augmentation). Progress is reported every ``log_every`` iterations;
     ``Summary.history`` holds the objective of every iteration.
+
+    ``networks`` says where the embedders come from: ``"convnet"`` (the
+    paper's random ConvNets) or ``"space"``, a fresh random cell of the search
+    space being ranked at every iteration, built as candidates are (with their
+    batch norm, in train mode); ``width``/``depth`` are then unused and
+    :meth:`distill` must be given ``space=``. This is a deliberate deviation
+    from the paper: a summary matched through one architecture is tuned to it
+    and transfers poorly to others (DC-Bench, Cui et al., NeurIPS 2022).
+    A batch-norm cell's embedding can move with the images far faster than
+    the instance-norm ConvNet's (on 8x8 test images its gradients are 10-100x
+    larger), so ``lr_img`` may need lowering with ``networks: space``.
     """
 
     name: ClassVar[str] = "dm"
@@ -60,6 +79,12 @@ class DM(Distiller):
     depth: int = checked(3, gt=0)
     dsa: str = checked("color_crop_cutout_flip_scale_rotate", check=check_strategy)
     log_every: int = checked(10, gt=0)
+    networks: str = checked("convnet", choices=NETWORKS)
+
+    @property
+    def needs_space(self) -> bool:
+        """True with ``networks: space``: :meth:`distill` then needs ``space=``."""
+        return self.networks == "space"
 
     @property
     def augment(self) -> DSA:
@@ -78,6 +103,12 @@ class DM(Distiller):
         classes go through ``embed`` in one batch each, which is exact because
         the ConvNet's instance norm makes every embedding per-sample. Real
         embeddings are constants of the objective, so they carry no graph.
+
+        With a batch-norm embedder (``networks: space``) the one batch per side
+        is what DM's released code does for BN models
+        (github.com/VICO-UoE/DatasetCondensation): the BN statistics are taken
+        over all classes' real images, and over all synthetic images, rather
+        than per class.
         """
         with torch.no_grad():
             real_feat = embed(torch.cat(list(real))).split([len(r) for r in real])
@@ -106,6 +137,7 @@ class DM(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        space: "SearchSpace | None" = None,
     ) -> Summary:
         """Minimise DM eq. 4 over S by SGD (lr ``lr_img``, momentum ``momentum``; DM experimental settings).
 
@@ -113,7 +145,12 @@ class DM(Distiller):
         batch of up to ``batch_real`` images per class, and one DSA seed per
         class shared by that class's real and synthetic batch (siamese). All
         randomness comes from one CPU generator seeded with ``seed``.
+
+        With ``networks: space`` theta is instead a random cell of ``space``
+        drawn from that generator's seed (:func:`draw_network`); without
+        ``space`` that raises :class:`ConfigError`.
         """
+        require_space(self.name, self.networks, space)
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
         syn = self.initial_images(train, ipc, generator, device).requires_grad_(True)
@@ -122,10 +159,12 @@ class DM(Distiller):
         indices = [idx.to(device) for idx in class_indices(train)]
         augment = self.augment
         history: list[float] = []
+        drawn_from = space if self.networks == "space" else None
 
         for it in range(1, self.iterations + 1):
             net_seed = draw_seed(generator)
-            net = seeded_convnet(train, net_seed, device, width=self.width, depth=self.depth)
+            # space=None draws the paper's ConvNet (seeded_convnet), exactly as before the setting existed
+            net = draw_network(train, net_seed, device, space=drawn_from, width=self.width, depth=self.depth)
             real, fake = [], []
             for k, idx in enumerate(indices):
                 pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]

@@ -25,6 +25,16 @@ rather than copy it:
   (:meth:`decode`, :meth:`new_network`, :meth:`update_network`,
   :mod:`proxynas.distill.idc`).
 
+Every variant can also match through random cells of the search space being
+ranked instead of the papers' fixed ConvNet (``networks: space``, a
+deliberate deviation, off by default): a summary matched through one
+architecture is tuned to it and transfers poorly (DC-Bench, Cui et al.,
+NeurIPS 2022). Those cells have batch norm, handled as in DC's released code
+for BN models (github.com/VICO-UoE/DatasetCondensation): before each matching
+step a real batch mixing all classes fixes the BN statistics, and the BN
+layers stay in eval mode while the per-class gradients are computed
+(:func:`proxynas.distill.networks.freeze_batchnorm`).
+
 Names of the loops differ between the papers; here:
 
 * ``iterations`` = K, the number of randomly initialised networks (DC's
@@ -39,7 +49,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,12 +65,22 @@ from proxynas.distill.base import (
     check_ipc,
     class_indices,
     make_summary,
-    seeded_convnet,
+)
+from proxynas.distill.networks import (
+    BN_PER_CLASS,
+    NETWORKS,
+    draw_network,
+    freeze_batchnorm,
+    has_batchnorm,
+    require_space,
 )
 from proxynas.errors import DivergenceError
 from proxynas.fields import checked
 from proxynas.numerics import draw_seed
 from proxynas.progress import Progress, null_progress
+
+if TYPE_CHECKING:
+    from proxynas.spaces.base import SearchSpace
 
 METRICS = ("cos", "mse", "l1")
 _EPS = 1e-6  # DC's guard against a zero norm product in eq. 10
@@ -191,7 +211,17 @@ class GradientMatching(Distiller):
       and matching gradients of that network diverges at DC's lr_img;
     * ``dsa``: the :class:`DSA` strategy used siamese-ly on the real and
       synthetic batch of each class (``"none"`` disables it);
-    * ``log_every``: progress is reported every that many iterations.
+    * ``log_every``: progress is reported every that many iterations;
+    * ``networks``: ``"convnet"`` (the papers' ConvNet of ``width``/``depth``)
+      or ``"space"``: every iteration's network is a fresh random cell of the
+      search space being ranked, built as candidates are, with their batch
+      norm (:meth:`distill` must then be given ``space=``). A deliberate
+      deviation from the papers, against summaries tuned to one architecture
+      (DC-Bench, Cui et al., NeurIPS 2022). For a network with batch norm,
+      each matching step first fixes the BN statistics on a real batch of up
+      to 16 images per class and computes the per-class gradients with the BN
+      layers in eval mode; the network update between matching steps trains
+      it normally (DC's released code for BN models).
 
     ``Summary.history`` holds, per iteration, the objective averaged over its
     ``match_steps`` matching steps.
@@ -215,11 +245,17 @@ class GradientMatching(Distiller):
     depth: int = checked(3, gt=0)
     dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
     log_every: int = checked(10, gt=0)
+    networks: str = checked("convnet", choices=NETWORKS)
 
     # ------------------------------------------------------------ settings
     def setting(self, field: str) -> str:
         """Dotted config path of one of this method's settings (for error messages)."""
         return f"distill.methods.{self.name}.{field}"
+
+    @property
+    def needs_space(self) -> bool:
+        """True with ``networks: space``: :meth:`distill` then needs ``space=``."""
+        return self.networks == "space"
 
     @property
     def augment(self) -> DSA:
@@ -273,9 +309,16 @@ class GradientMatching(Distiller):
         device: torch.device,
         generator: torch.Generator,
         iteration: int,
+        space: "SearchSpace | None" = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """theta_0 ~ P_theta: a seeded random ConvNet and the SGD optimiser that trains it."""
-        net = seeded_convnet(train, seed, device, width=self.width, depth=self.depth)
+        """theta_0 ~ P_theta: a seeded random network and the SGD optimiser that trains it.
+
+        The papers' ConvNet, or with ``networks: space`` a random cell of
+        ``space`` (:func:`draw_network`).
+        """
+        space = space if self.networks == "space" else None
+        require_space(self.name, self.networks, space)
+        net = draw_network(train, seed, device, space=space, width=self.width, depth=self.depth).module
         net.requires_grad_(True).train()
         optimizer = torch.optim.SGD(
             net.parameters(), lr=self.lr_net, momentum=self.momentum_net, weight_decay=self.weight_decay_net
@@ -365,6 +408,7 @@ class GradientMatching(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        space: "SearchSpace | None" = None,
     ) -> Summary:
         """DC Algorithm 1: for each of ``iterations`` fresh networks, alternate
         ``match_steps`` image updates with :meth:`update_network`.
@@ -375,7 +419,27 @@ class GradientMatching(Distiller):
         ``momentum_img``) on the optimised tensor. As in DC the network is not
         updated after the last matching step of an iteration. All randomness
         comes from one CPU generator seeded with ``seed``.
+
+        With ``networks: space`` the networks are random cells of ``space``
+        (without ``space`` that raises :class:`ConfigError`); if a network has
+        batch norm, each matching step first draws up to ``BN_PER_CLASS`` (16)
+        real images per class, fixes the BN statistics on them and matches
+        with the BN layers in eval mode (:func:`freeze_batchnorm`), then puts
+        the network back in train mode for :meth:`update_network`.
         """
+        require_space(self.name, self.networks, space)
+        return self._distill(train, ipc, seed=seed, device=device, progress=progress, space=space)
+
+    def _distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        *,
+        seed: int,
+        device: torch.device,
+        progress: Progress,
+        space: "SearchSpace | None",
+    ) -> Summary:
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
         k = train.num_classes
@@ -392,11 +456,17 @@ class GradientMatching(Distiller):
 
         for it in range(1, self.iterations + 1):
             net_seed = draw_seed(generator)
-            net, net_optimizer = self.new_network(train, real_x, real_y, net_seed, device, generator, it)
+            net, net_optimizer = self.new_network(train, real_x, real_y, net_seed, device, generator, it, space)
+            # the papers' ConvNet has instance norm: the default path draws nothing more
+            batchnorm = has_batchnorm(net)
             with torch.no_grad():
                 self.project(stored, train)
             losses = []
             for step in range(steps):
+                if batchnorm:  # DC's released code for BN models: all-class statistics, then BN in eval
+                    picks = [torch.randperm(len(idx), generator=generator)[:BN_PER_CLASS] for idx in indices]
+                    mixed = torch.cat([idx[pick.to(device)] for idx, pick in zip(indices, picks)])
+                    freeze_batchnorm(net, real_x[mixed])
                 syn = self.decode(stored, k, ipc).split(ipc)
                 real, fake = [], []
                 for c, idx in enumerate(indices):
@@ -411,6 +481,8 @@ class GradientMatching(Distiller):
                 optimizer.step()
                 if not torch.isfinite(stored).all():
                     check_finite(float("nan"), method=self.name, iteration=it, setting=lr_img)
+                if batchnorm:
+                    net.train()
                 if step < steps - 1:
                     syn_now = self.decode(stored.detach(), k, ipc)
                     self.update_network(

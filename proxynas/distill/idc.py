@@ -31,7 +31,7 @@ for all images (the paper's "single" decoding).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +48,9 @@ from proxynas.distill.gradient_matching import (
     random_batches,
 )
 from proxynas.fields import checked
+
+if TYPE_CHECKING:
+    from proxynas.spaces.base import SearchSpace
 
 
 def tile_spans(size: int, factor: int) -> list[tuple[int, int]]:
@@ -199,9 +202,11 @@ class IDC(GradientMatching):
         device: torch.device,
         generator: torch.Generator,
         iteration: int,
+        space: SearchSpace | None = None,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """A random ConvNet trained ``pretrain_epochs`` epochs on the real set (sec. 3.3)."""
-        net, optimizer = super().new_network(train, real_x, real_y, seed, device, generator, iteration)
+        """A random network (:meth:`GradientMatching.new_network`) trained ``pretrain_epochs`` epochs
+        on the real set (sec. 3.3)."""
+        net, optimizer = super().new_network(train, real_x, real_y, seed, device, generator, iteration, space)
         if self.pretrain_epochs:
             batches = epoch_batches(len(real_x), self.batch_net, self.pretrain_epochs, generator)
             self.sgd_steps(net, optimizer, real_x, real_y, batches, generator, iteration)

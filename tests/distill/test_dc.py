@@ -1,14 +1,105 @@
 """DC / DSA (Zhao et al., ICLR 2021; Zhao & Bilen, ICML 2021) against the distiller contract.
 
-The method's own tests are in test_gradient_matching.py (shared with DCC and IDC).
+The method's own tests are in test_gradient_matching.py (shared with DCC and IDC);
+here, matching through networks drawn from the search space (``networks: space``).
 """
 
-from proxynas.distill import DC
-from proxynas.testing.distillers import DistillerContract
+import pytest
+import torch
+from torch import nn
 
+from proxynas.distill import DC, DCC
+from proxynas.errors import ConfigError
+from proxynas.spaces import ConvNetSpace, NB201Space
+from proxynas.testing.distillers import DistillerContract, tiny_images
+
+CPU = torch.device("cpu")
 # depth 2 keeps a 2x2 map on 8x8 images; one match step and one net epoch per network
 FAST = {"iterations": 12, "match_steps": 1, "net_epochs": 1, "batch_real": 10, "width": 16, "depth": 2}
+SPACE_DC = {"iterations": 6, "match_steps": 2, "net_epochs": 1, "batch_real": 10, "networks": "space", "dsa": "none"}
 
 
 class TestDCContract(DistillerContract):
     distiller = DC(**FAST, dsa="none")
+
+
+def spy_space():
+    """A tiny NB201 space (batch norm, 4 channels, 1 cell per stage) and the list of archs it builds."""
+    built = []
+
+    class Spy(NB201Space):
+        def build(self, arch, **sizes):
+            built.append(arch)
+            return super().build(arch, **sizes)
+
+    return Spy(channels=4, cells_per_stage=1, skip_disconnected=True), built
+
+
+def batchnorm_modes(net: nn.Module) -> list[bool]:
+    return [m.training for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("method", [DC, DCC])
+def test_search_space_aware_gradient_matching_draws_different_cells_and_gives_a_finite_summary(method):
+    data, ipc = tiny_images(), 2
+    space, built = spy_space()
+    summary = method(**SPACE_DC).distill(data, ipc, seed=0, device=CPU, space=space)
+    assert len(built) == 6, "one fresh cell per iteration"
+    assert len(set(built)) > 1
+    c, h, w = data.shape
+    assert tuple(summary.data.x.shape) == (data.num_classes * ipc, c, h, w)
+    assert torch.isfinite(summary.data.x).all()
+    assert len(summary.history) == 6 and all(torch.isfinite(torch.tensor(summary.history)))
+
+
+def test_batchnorm_is_frozen_while_matching_and_trains_between_matching_steps():
+    seen = {"match": [], "update": []}
+
+    class Spy(DC):
+        def matching_loss(self, net, real, syn):
+            seen["match"].append((net.training, batchnorm_modes(net)))
+            return super().matching_loss(net, real, syn)
+
+        def update_network(self, net, *args):
+            seen["update"].append((net.training, batchnorm_modes(net)))
+            return super().update_network(net, *args)
+
+    space, _ = spy_space()
+    Spy(**SPACE_DC).distill(tiny_images(), 2, seed=0, device=CPU, space=space)
+    assert len(seen["match"]) == 12 and len(seen["update"]) == 6  # 2 matching steps, 1 update between
+    for net_training, bn in seen["match"]:
+        assert net_training and bn and not any(bn), "BN layers must be in eval mode while gradients are matched"
+    for net_training, bn in seen["update"]:
+        assert net_training and all(bn), "the network trains normally between matching steps"
+
+
+class OneBatchNormConvNet(ConvNetSpace):
+    """Every draw is the papers' ConvNet (depth 2) with batch norm instead of instance norm."""
+
+    def sample(self, n, seed):
+        return ["depth=2|width=32|act=relu|norm=batchnorm|pool=avgpool"] * n
+
+
+def test_matching_through_frozen_batchnorm_lowers_the_objective():
+    # one arch, so successive iterations' objectives are comparable (NB201 cells' are not)
+    dc = DC(**{**SPACE_DC, "iterations": 20}, init="noise", lr_img=1.0)
+    history = dc.distill(tiny_images(), 2, seed=0, device=CPU, space=OneBatchNormConvNet()).history
+    assert sum(history[-5:]) < 0.6 * sum(history[:5])
+
+
+def test_search_space_aware_dc_is_seeded():
+    data = tiny_images()
+    space, _ = spy_space()
+    dc = DC(**{**SPACE_DC, "iterations": 2})
+    a = dc.distill(data, 2, seed=0, device=CPU, space=space)
+    b = dc.distill(data, 2, seed=0, device=CPU, space=space)
+    c = dc.distill(data, 2, seed=1, device=CPU, space=space)
+    assert torch.equal(a.data.x, b.data.x) and a.history == b.history
+    assert not torch.equal(a.data.x, c.data.x)
+
+
+def test_space_networks_without_a_space_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match=r"distill\.methods\.dc\.networks=space needs the search space") as err:
+        DC(**SPACE_DC).distill(tiny_images(), 2, seed=0, device=CPU)
+    assert "\n" not in str(err.value)
+    assert DC(**SPACE_DC).needs_space and not DC().needs_space
