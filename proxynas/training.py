@@ -106,6 +106,22 @@ def _soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> to
     return F.cross_entropy(logits, target_logits.softmax(dim=1))
 
 
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge-distillation loss: ``T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))``.
+
+    Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network"
+    (2015), Sec. 2: matching the teacher's softened distribution, scaled by
+    ``T^2`` so gradient magnitudes do not shrink as the temperature grows.
+    The label-distillation recipes that relabel each augmented view of a
+    summary with a teacher (FKD, Shen & Xing, ECCV 2022; SRe2L, Yin et al.,
+    NeurIPS 2023; RDED, Sun et al., CVPR 2024) train the student on this loss.
+    """
+    t = float(temperature)
+    log_p_student = F.log_softmax(student_logits / t, dim=1)
+    p_teacher = F.softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_p_student, p_teacher, reduction="batchmean") * t * t
+
+
 def fit(
     model: nn.Module,
     data: ImageData,
@@ -120,6 +136,8 @@ def fit(
     label_loss: str = "ce",
     learned_lr: float | None = None,
     eval_data: ImageData | None = None,
+    teacher: nn.Module | None = None,
+    temperature: float = 4.0,
 ) -> Fitted:
     """Train ``model`` on ``data`` with ``settings``, recording the learning curve.
 
@@ -129,6 +147,10 @@ def fit(
     ``softmax(soft_labels)`` (``"ce"``, logit labels). ``learned_lr`` (a
     summary's learned step size) replaces ``settings.lr`` when
     ``settings.lr_from_summary``.
+
+    With a ``teacher`` network every augmented batch is relabelled by it and
+    the loss is :func:`kd_loss` at ``temperature`` (label distillation; the
+    images' own labels are then unused).
 
     With ``eval_data`` the network is evaluated (loss and accuracy) after every
     ``settings.curve_every``-th epoch and always after the last one.
@@ -141,6 +163,8 @@ def fit(
         criterion = F.mse_loss if label_loss == "mse" else _soft_cross_entropy
     else:
         y_all, criterion = data.y.to(device), F.cross_entropy
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
     use_learned = settings.lr_from_summary and learned_lr is not None
     lr = float(learned_lr) if use_learned else settings.lr
     fix = (
@@ -179,7 +203,12 @@ def fit(
             idx = order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx], seed * 1_000_003 + step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = criterion(model(xb).float(), y_all[idx])
+                if teacher is None:
+                    loss = criterion(model(xb).float(), y_all[idx])
+                else:
+                    with torch.no_grad():
+                        target = teacher(xb).float()
+                    loss = kd_loss(model(xb).float(), target, temperature)
             if not torch.isfinite(loss):
                 raise DivergenceError(f"training {label}: loss became {loss.item()} at epoch {epoch}; {fix}")
             opt.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ from torch import nn
 
 from proxynas.data.types import ImageData
 from proxynas.errors import DivergenceError
-from proxynas.training import TrainSettings, accuracy, train_model
+from proxynas.training import TrainSettings, accuracy, kd_loss, train_model
 
 CPU = torch.device("cpu")
 
@@ -189,3 +189,42 @@ def test_a_diverging_learned_lr_names_the_setting_that_turns_it_off():
     settings = TrainSettings(epochs=1, lr_from_summary=True)
     with pytest.raises(DivergenceError, match=r"learned lr 0.5 diverges; set proxy.lr_from_summary: false"):
         train_model(net, _blobs(), settings, device=CPU, seed=0, learned_lr=0.5)
+
+
+# -- teacher relabelling (label distillation) -----------------------------------------------------
+def test_the_kd_loss_is_hintons_formula_on_a_hand_example():
+    student = torch.tensor([[2.0, 0.0, -2.0]])
+    teacher = torch.tensor([[0.0, 4.0, 0.0]])
+    t = 2.0
+    p = [math.exp(v / t) for v in (0.0, 4.0, 0.0)]
+    p = [v / sum(p) for v in p]
+    q = [math.exp(v / t) for v in (2.0, 0.0, -2.0)]
+    q = [v / sum(q) for v in q]
+    expected = t * t * sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    assert kd_loss(student, teacher, t).item() == pytest.approx(expected, rel=1e-6)
+    # batchmean: a batch of two copies has the same loss; identical logits have none
+    assert kd_loss(student.repeat(2, 1), teacher.repeat(2, 1), t).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_loss(teacher, teacher, t).item() == pytest.approx(0.0, abs=1e-7)
+
+
+class _ShiftedTeacher(nn.Module):
+    """A fixed "teacher" whose logits name the next class of the blob a point belongs to."""
+
+    def forward(self, x):
+        centre = x.mean(dim=(1, 2, 3)).round().clamp(0, 2).long()
+        return 10.0 * nn.functional.one_hot((centre + 1) % 3, 3).float()
+
+
+def test_a_teacher_relabels_every_batch_and_its_labels_replace_the_images_own():
+    data = _blobs(n=60)
+    calls = []
+    teacher = _ShiftedTeacher()
+    teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    torch.manual_seed(0)
+    settings = TrainSettings(epochs=30, batch_size=20, lr=0.1)
+    net = train_model(_net(), data, settings, device=CPU, seed=0, teacher=teacher, temperature=1.0)
+    assert calls == [20] * 90  # one relabelling per mini-batch (3 per epoch), of the batch itself
+    with torch.no_grad():
+        predicted = net(data.x).argmax(1)
+    assert (predicted == (data.y + 1) % 3).float().mean() > 0.9
+    assert not teacher.training  # relabelling runs the teacher in eval mode

@@ -42,6 +42,10 @@ class ProxyContext:
     label_loss: str = "ce"
     #: the step size a distiller learned with the summary (see ``Summary.learned_lr``)
     learned_lr: float | None = None
+    #: a network whose softened outputs on every augmented batch a training proxy learns
+    #: (label distillation, :mod:`proxynas.teacher`), at KD ``temperature``
+    teacher: torch.nn.Module | None = None
+    temperature: float = 4.0
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,8 @@ class TrainProxy(TrainSettings, Proxy):
             label_loss=ctx.label_loss,
             learned_lr=ctx.learned_lr,
             eval_data=self.eval_data(ctx),
+            teacher=ctx.teacher,
+            temperature=ctx.temperature,
         )
         values = {name: _read(name, fitted.curve) for name in self.scores}
         return Scored(values, tuple(r.as_dict() for r in fitted.curve))

@@ -101,6 +101,8 @@ class ProxyObjective(ArchObjective):
     setup_seconds: float = 0.0
     #: the named value a component row reads (None: the proxy's value)
     component: str | None = None
+    #: the teacher a relabelled row (``dm+teacher``) learns from
+    teacher: Any = None
     #: CPU threads while scoring. One, as in proxynas.evaluation's workers: a
     #: small cell network is bound by per-operator overhead, and on shared
     #: cores a second OpenMP thread makes steps stall (measured here: 0.03 s
@@ -126,7 +128,7 @@ class ProxyObjective(ArchObjective):
         pipeline = build_graph(config)
         runner = runner if runner is not None else build_runner(config, hooks, pipeline=pipeline)
         graph = runner.graph
-        component = None
+        component, teacher_name, teacher_seconds = None, None, None
         if row == REFERENCE_ROW:
             stage, targets, summary_name, seconds_name = graph.stage(pipeline.reference), ["load_data"], None, None
         else:
@@ -146,11 +148,14 @@ class ProxyObjective(ArchObjective):
             targets = [found.distill_stage] if found.distilled else ["load_data"]
             summary_name, seconds_name = found.summary, found.distill_seconds
             component = found.component
+            if found.teacher_stage:
+                targets.append(found.teacher_stage)
+                teacher_name, teacher_seconds = found.teacher, found.teacher_seconds
         # before runner.run: refuse before distilling a summary that could not be used
         _refuse_population_proxy(row, stage.params.get("proxy"))
         outputs = runner.run(targets=targets)
         summary = outputs[summary_name] if summary_name else None
-        setup = float(outputs[seconds_name]) if seconds_name else 0.0
+        setup = sum(float(outputs[name]) for name in (seconds_name, teacher_seconds) if name)
         keys = {s.name: s.key for s in runner.status(targets=targets)}
         upstream = {i: keys[graph.producer(i).name] for i in stage.inputs if i != "archs"}
         what = {"objective": "proxynas.search.proxy", "inputs": upstream, "params": stage.params}
@@ -166,6 +171,7 @@ class ProxyObjective(ArchObjective):
             setup_seconds=setup,
             threads=threads,
             component=component,
+            teacher=outputs[teacher_name] if teacher_name else None,
         )
 
     def evaluate(self, arch: str) -> Evaluation:
@@ -177,7 +183,9 @@ class ProxyObjective(ArchObjective):
         try:
             # The pipeline's own stage function, on a one-arch list: same ProxyContext
             # (summary images, soft labels, label loss, seed), same timing.
-            (result,) = evaluate([arch], self.dataset, self.params, self.device, workers=1, summary=self.summary)
+            (result,) = evaluate(
+                [arch], self.dataset, self.params, self.device, workers=1, summary=self.summary, teacher=self.teacher
+            )
         finally:
             torch.set_num_threads(previous)
         value = result["value"] if self.component is None else result["values"][self.component]
