@@ -55,6 +55,8 @@ class Sample:
     seconds: dict[str, float]  # per arch, distillation amortised
     passes: dict[str, float]  # sample-passes per arch, distillation amortised
     wall: float
+    #: the archs each row scores (all but a few-shot row's fit archs)
+    scored: dict[str, np.ndarray]
 
 
 def _proxy_passes(proxy: Any, train_size: int) -> float:
@@ -99,12 +101,17 @@ def run_sample(pipeline: str, overrides: Sequence[str]) -> Sample:
         values[row.name] = np.array([float(r[row.name]) for r in rows])
         per_arch = float(np.mean([float(r[f"{base}_seconds"]) for r in rows]))
         if row.distilled:
-            method = config.distill.methods[base]
+            method = config.distill.methods[row.method]
             summary_size = config.distill.ipc * num_classes
             distill_s = float(outputs[row.distill_seconds]) / len(archs)
             seconds[row.name] = per_arch + distill_s
-            passes[row.name] = _proxy_passes(config.proxy, summary_size) + _distill_passes(
+            training = _proxy_passes(config.proxy, summary_size)
+            passes[row.name] = training + _distill_passes(
                 method, train_size, num_classes, config.distill.ipc) / len(archs)
+            if row.teacher_seconds:
+                # the teacher's training amortised, and its forward pass over every student batch
+                seconds[row.name] += float(outputs[row.teacher_seconds]) / len(archs)
+                passes[row.name] += training + _proxy_passes(config.teacher, train_size) / len(archs)
         else:
             seconds[row.name] = per_arch
             proxy = config.baselines[base]
@@ -115,12 +122,16 @@ def run_sample(pipeline: str, overrides: Sequence[str]) -> Sample:
                 passes[row.name] = _proxy_passes(proxy, train_size)
     for row in graph.rows:
         if row.kind == "combined":  # costs what its distinct trainings cost
-            values[row.name] = np.array([float(r[row.name]) for r in rows])
+            values[row.name] = np.array([np.nan if r[row.name] is None else float(r[row.name]) for r in rows])
             bases = {name.split(":")[0]: name for name in row.sources}
             seconds[row.name] = sum(seconds[name] for name in bases.values())
             passes[row.name] = sum(passes[name] for name in bases.values())
     reference = np.array([float(r["reference"]) for r in rows])
-    return Sample(archs, reference, values, seconds, passes, wall)
+    scored = {}
+    for row in graph.rows:
+        fit = row.combination is not None and row.combination.method == "few_shot"
+        scored[row.name] = ~np.isnan(values[row.name]) if fit else np.ones(len(archs), dtype=bool)
+    return Sample(archs, reference, values, seconds, passes, wall, scored)
 
 
 def _ci(metric, proxy: np.ndarray, ref: np.ndarray, seed: int) -> tuple[float, float, float]:
@@ -129,20 +140,27 @@ def _ci(metric, proxy: np.ndarray, ref: np.ndarray, seed: int) -> tuple[float, f
     return point, lo, hi
 
 
+def _scored(sample: Sample, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``name``'s values and the reference on the archs it scores; a non-finite value ranks lowest."""
+    mask = sample.scored[name]
+    values, ref = sample.values[name][mask], sample.reference[mask]
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = np.where(finite, values, np.nanmin(np.where(finite, values, np.nan)) - 1.0)
+    return values, ref
+
+
 def table(uniform: Sample, top: Sample, seed: int) -> list[dict[str, Any]]:
     out = []
-    for name, values in uniform.values.items():
+    for name in uniform.values:
         row: dict[str, Any] = {"row": name}
-        finite = np.isfinite(values)
-        v = np.where(finite, values, np.nanmin(np.where(finite, values, np.nan)) - 1.0) if not finite.all() else values
-        row["spearman"] = _ci(spearman, v, uniform.reference, seed)
-        row["kendall"] = _ci(kendall, v, uniform.reference, seed)
+        v, ref = _scored(uniform, name)
+        row["spearman"] = _ci(spearman, v, ref, seed)
+        row["kendall"] = _ci(kendall, v, ref, seed)
         k = max(3, len(v) // 10)  # nDCG of the proxy's top 10%: what a search keeps
-        row["ndcg"] = _ci(lambda p, r: ndcg(p, r, k=min(k, len(p))), v, uniform.reference, seed)
-        tv = top.values[name]
-        tf = np.isfinite(tv)
-        tv = np.where(tf, tv, np.nanmin(np.where(tf, tv, np.nan)) - 1.0) if not tf.all() else tv
-        row["top10_spearman"] = _ci(spearman, tv, top.reference, seed)
+        row["ndcg"] = _ci(lambda p, r: ndcg(p, r, k=min(k, len(p))), v, ref, seed)
+        tv, tref = _scored(top, name)
+        row["top10_spearman"] = _ci(spearman, tv, tref, seed)
         row["seconds"] = uniform.seconds[name]
         row["cost_pct"] = 100.0 * uniform.passes[name] / FULL_PASSES
         out.append(row)

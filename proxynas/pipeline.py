@@ -1,8 +1,10 @@
 """The proxy-evaluation pipeline as a stage graph built from a :class:`PipelineConfig`.
 
-    load_data ─┬─ distill_<m> ── proxy_<m> ──┐
-    sample_archs ┼───────────── baseline_<b> ─┼─ report
-               └─────────────── reference ───┘
+    load_data ─┬─ distill_<m> ──┬─ proxy_<m> ──────────┐
+               │                └─ proxy_<m>+teacher ──┤
+               ├─ teacher ─────────────┘               │
+    sample_archs ┼───────────── baseline_<b> ──────────┼─ report
+               └─────────────── reference ─────────────┘
 
 Stages are plain functions of named inputs; the runner caches each output by
 content, so changing e.g. ``distill.methods.dm.iterations`` recomputes only
@@ -32,12 +34,14 @@ from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summ
 from proxynas.engine import Graph, Stage
 from proxynas.evaluation import score_all
 from proxynas.metrics.aggregation import log_rank_aggregate
+from proxynas.metrics.few_shot import few_shot_combination
 from proxynas.metrics.rank import rank_metrics
 from proxynas.plots import image_grid_png, scatter_png
 from proxynas.progress import Progress, null_progress
 from proxynas.proxies.base import ProxyContext
 from proxynas.sampling import stratified_sample, top_sample
 from proxynas.spaces.base import SearchSpace
+from proxynas.teacher import CONVNET, Teacher, relabelled_graph_name, relabelled_row, train_teacher
 
 
 # -- stage functions ----------------------------------------------------------
@@ -91,8 +95,10 @@ def distill(
             dataset.train, params["ipc"], prepared, seed=params["seed"], device=device, progress=progress
         )
     else:
+        # a distiller matching through the space's own cells is handed the space (it is then in the key)
+        space = {"space": params["space"]} if method.needs_space else {}
         summary = method.distill(
-            dataset.train, params["ipc"], seed=params["seed"], device=device, progress=progress
+            dataset.train, params["ipc"], seed=params["seed"], device=device, progress=progress, **space
         )
     # The cost of a summary includes its preparation (experts are part of MTT's price).
     seconds = time.perf_counter() - start + float(prepare_seconds)
@@ -121,9 +127,12 @@ def evaluate(
     workers: int = 1,
     summary: Summary | None = None,
     progress: Progress = null_progress,
+    teacher: Teacher | None = None,
 ) -> list[dict[str, Any]]:
     """Score every architecture with one proxy; ``[{arch, value, seconds}]`` (see :func:`score_all`).
 
+    With a ``teacher`` a training proxy learns the teacher's labels of every
+    augmented batch at ``params["temperature"]`` (see :mod:`proxynas.teacher`).
     ``progress`` hears about every finished architecture and, when they run in
     this process, about every epoch of the one in training (``epoch``/``loss``).
     """
@@ -137,6 +146,8 @@ def evaluate(
         soft_labels=summary.soft_labels if summary is not None else None,
         label_loss=summary.label_loss if summary is not None else "ce",
         learned_lr=summary.learned_lr if summary is not None else None,
+        teacher=teacher.model if teacher is not None else None,
+        temperature=float(params.get("temperature", 4.0)),
     )
     return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
 
@@ -174,29 +185,38 @@ def _components(row: str, score: Mapping[str, Any]) -> dict[str, float]:
     return {f"{row}.{k}": float(v) for k, v in score.get("components", {}).items()}
 
 
-def _scored_rows(archs: list[str], rows: tuple[Row, ...], inputs: Mapping[str, Any]):
-    """``(row, scores, values, distill seconds)`` of every row; combined rows from their sources.
+def _scored_rows(archs: list[str], rows: tuple[Row, ...], inputs: Mapping[str, Any], reference: list[float]):
+    """``(row, scored arch indices, scores, values, distill seconds)`` of every row.
 
-    A combined row's per-arch seconds (and its distillation) are those of the
-    distinct stages it reads, so a summary's two rows are not counted twice.
+    Combined rows come from their sources. A combined row's per-arch seconds
+    (and its distillation) are those of the distinct stages it reads, so a
+    summary's two rows are not counted twice. Every row scores every arch but
+    a few-shot row, which scores only the archs it was not fit on.
     """
     done: dict[str, tuple[Row, list, list[float], float]] = {}
+    everyone = list(range(len(archs)))
     for row in rows:
         if row.kind != "combined":
             scores = inputs[row.scores]
-            distill_s = float(inputs[row.distill_seconds]) if row.distill_seconds else 0.0
+            distill_s = sum(float(inputs[name]) for name in (row.distill_seconds, row.teacher_seconds) if name)
             done[row.name] = (row, scores, row_values(row, scores), distill_s)
-            yield done[row.name]
+            yield (row, everyone, *done[row.name][1:])
     for row in rows:
         if row.kind == "combined":
             parts = [done[name] for name in row.sources]
-            values = log_rank_aggregate({p[0].name: p[2] for p in parts})
+            columns = {p[0].name: p[2] for p in parts}
+            spec = row.combination
+            if spec is not None and spec.method == "few_shot":
+                fit = few_shot_combination(columns, reference, k=spec.k, seed=spec.seed)
+                indices, values = list(fit.held_out), list(fit.values)
+            else:
+                indices, values = everyone, log_rank_aggregate(columns)
             stages = {p[0].stage: p for p in parts}
             scores = [
-                {"arch": a, "value": v, "seconds": sum(p[1][i]["seconds"] for p in stages.values())}
-                for i, (a, v) in enumerate(zip(archs, values))
+                {"arch": archs[i], "value": v, "seconds": sum(p[1][i]["seconds"] for p in stages.values())}
+                for i, v in zip(indices, values)
             ]
-            yield row, scores, values, sum(p[3] for p in stages.values())
+            yield row, indices, scores, values, sum(p[3] for p in stages.values())
 
 
 def report(
@@ -217,14 +237,17 @@ def report(
     rows, metrics, per_arch = [], {}, {a: {"arch": a, "reference": r["value"]} for a, r in zip(archs, reference)}
     scatter, evaluations = {}, []
     row: Row
-    for row, scores, values, distill_s in _scored_rows(archs, params["rows"], inputs):
-        m = rank_metrics(values, ref, k=cfg.top_k, n_boot=cfg.bootstrap, ci=cfg.ci, seed=cfg.seed)
+    for row, indices, scores, values, distill_s in _scored_rows(archs, params["rows"], inputs, ref):
+        row_archs, row_ref, row_reference = ([archs[i] for i in indices], [ref[i] for i in indices],
+                                             [reference[i] for i in indices])
+        m = rank_metrics(values, row_ref, k=cfg.top_k, n_boot=cfg.bootstrap, ci=cfg.ci, seed=cfg.seed)
         proxy_s = distill_s + sum(s["seconds"] for s in scores)
         rows.append(
             {
                 "proxy": row.name,
                 "kind": row.kind,
                 **m.as_dict(),
+                "num_archs": len(values),
                 "mean_value": sum(values) / len(values),
                 "distill_seconds": distill_s,
                 "proxy_seconds": proxy_s,
@@ -236,12 +259,12 @@ def report(
         metrics[metric_name(f"{row.name}.proxy_seconds")] = proxy_s
         # a component row shares its stage's seconds and components with the row of the first value
         components = [_components(row.name, s) if row.component is None else {} for s in scores]
-        for a, s, v, c in zip(archs, scores, values, components):
+        for a, s, v, c in zip(row_archs, scores, values, components):
             per_arch[a][row.name] = v
             if row.component is None:
                 per_arch[a][f"{row.name}_seconds"] = s["seconds"]
             per_arch[a].update(c)
-        scatter[row.name] = (values, ref)
+        scatter[row.name] = (values, row_ref)
         evaluations.append(
             Evaluations(
                 row=row.name,
@@ -255,12 +278,17 @@ def report(
                         "reference_seconds": r["seconds"],
                         **c,
                     }
-                    for a, s, v, c, r in zip(archs, scores, values, components, reference)
+                    for a, s, v, c, r in zip(row_archs, scores, values, components, row_reference)
                 ),
                 cardinalities=tuple(space.cardinalities()),
                 attrs={"proxy": row.name, "kind": row.kind},
             )
         )
+    # a few-shot row has no value on the archs it was fit on: their cell is empty, not missing
+    columns = dict.fromkeys(k for r in per_arch.values() for k in r)
+    for record in per_arch.values():
+        for key in columns:
+            record.setdefault(key, None)
     metrics["reference.mean"] = sum(ref) / len(ref)
     metrics["reference.seconds"] = ref_seconds
     summary = {
@@ -297,6 +325,8 @@ def is_tracked_output(name: str) -> bool:
 #: the report output the ledger hook records (one Evaluations per row)
 EVALUATIONS = "evaluations"
 REFERENCE = "reference"
+TEACHER = "teacher"
+TEACHER_SECONDS = "teacher_seconds"
 
 
 @dataclass(frozen=True)
@@ -319,8 +349,15 @@ class Row:
     summary: str | None = None
     distill_seconds: str | None = None
     component: str | None = None
-    #: a combined row's source rows (see :class:`~proxynas.config.pipeline.CombinedRow`)
+    #: a combined row's source rows and how they are combined (:class:`~proxynas.config.pipeline.CombinedRow`)
     sources: tuple[str, ...] = ()
+    combination: Any = None
+    #: the ``distill.methods`` name whose summary the row trains on (distilled rows)
+    method: str | None = None
+    #: a relabelled row's teacher stage and outputs (see :mod:`proxynas.teacher`)
+    teacher_stage: str | None = None
+    teacher: str | None = None
+    teacher_seconds: str | None = None
 
     @property
     def distilled(self) -> bool:
@@ -380,6 +417,22 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
         ),
     ]
     rows: list[Row] = []
+    relabel = config.teacher.relabel
+    if relabel:
+        stages.append(
+            Stage(
+                TEACHER,
+                train_teacher,
+                inputs=("dataset",),
+                outputs=(TEACHER, TEACHER_SECONDS),
+                # the student's temperature is not part of the teacher: changing it reuses the teacher
+                params={
+                    "settings": config.teacher.network_settings(),
+                    "seed": config.seed,
+                    **({"space": space} if config.teacher.arch != CONVNET else {}),
+                },
+            )
+        )
     for name, method in config.distill.methods.items():
         row = Row(
             name=name,
@@ -389,6 +442,7 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
             distill_stage=f"distill_{name}",
             summary=f"summary_{name}",
             distill_seconds=f"distill_seconds_{name}",
+            method=name,
         )
         distill_inputs, renames = ("dataset",), {}
         if isinstance(method, PreparedDistiller):
@@ -416,7 +470,13 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
                 _bind(distill, renames),
                 inputs=distill_inputs,
                 outputs=(row.summary, f"grid_{name}", f"tensors_{name}", row.distill_seconds),
-                params={"row": name, "method": method, "ipc": config.distill.ipc, "seed": config.distill.seed},
+                params={
+                    "row": name,
+                    "method": method,
+                    "ipc": config.distill.ipc,
+                    "seed": config.distill.seed,
+                    **({"space": space} if method.needs_space else {}),
+                },
             )
         )
         stages.append(
@@ -428,6 +488,30 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
                 row.scores,
                 config.proxy,
                 {"proxy": config.proxy, "space": space, "seed": config.seed, "setting_prefix": "proxy"},
+            )
+        )
+        rows += _rows(row, config.proxy)
+    for name in relabel:
+        base = next(r for r in rows if r.name == name)
+        row = replace(
+            base,
+            name=relabelled_row(name),
+            stage=f"proxy_{relabelled_graph_name(name)}",
+            scores=f"scores_{relabelled_graph_name(name)}",
+            teacher_stage=TEACHER,
+            teacher=TEACHER,
+            teacher_seconds=TEACHER_SECONDS,
+        )
+        stages.append(
+            _proxy_stage(
+                row.stage,
+                relabelled_graph_name(name),
+                _bind(evaluate, {"summary": row.summary}),
+                ("archs", "dataset", row.summary, TEACHER),
+                row.scores,
+                config.proxy,
+                {"proxy": config.proxy, "space": space, "seed": config.seed, "setting_prefix": "proxy",
+                 "temperature": config.teacher.temperature},
             )
         )
         rows += _rows(row, config.proxy)
@@ -460,10 +544,12 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
     for row in list(rows):
         if row.scores not in report_inputs:
             report_inputs.append(row.scores)
-        if row.distill_seconds and row.distill_seconds not in report_inputs:
-            report_inputs.append(row.distill_seconds)
+        for seconds in (row.distill_seconds, row.teacher_seconds):
+            if seconds and seconds not in report_inputs:
+                report_inputs.append(seconds)
     for name, spec in config.combined.items():
-        rows.append(Row(name=name, kind="combined", stage="report", scores="", sources=tuple(spec.rows)))
+        rows.append(Row(name=name, kind="combined", stage="report", scores="", sources=tuple(spec.rows),
+                        combination=spec))
     stages.append(
         Stage(
             "report",

@@ -1,6 +1,7 @@
 """End to end on the embedded dataset, tiny settings: graph, cache, MLflow, ledger."""
 
 import csv
+import functools
 import io
 from pathlib import Path
 
@@ -357,3 +358,97 @@ def test_the_configs_row_names_are_the_graphs_rows():
         config = load_config(path)
         rows = [r.name for r in build_graph(config).rows if r.kind != "combined"]
         assert config.row_names() == rows, path.name
+
+
+def test_a_teacher_is_trained_once_and_relabels_every_listed_summary(tiny, monkeypatch):
+    from proxynas import pipeline as pipeline_module
+    from proxynas.app import build_runner
+    from proxynas.engine.hooks import Hook
+
+    teacher = ["teacher.relabel=[random, dm]", "teacher.epochs=1", "teacher.width=8", "teacher.depth=1"]
+    config = load_config(QUICKSTART, tiny + ["distill.methods={random: {}, dm: {iterations: 2}}", *teacher])
+    graph = build_graph(config)
+    relabelled = {r.name: r for r in graph.rows if r.teacher}
+    assert set(relabelled) == {"random+teacher", "dm+teacher"}
+    assert relabelled["dm+teacher"].summary == "summary_dm" and relabelled["dm+teacher"].method == "dm"
+    assert graph.graph.stage("proxy_dm-teacher").params["temperature"] == 4.0
+
+    seen = []  # the teacher every relabelled proxy stage receives
+    real_evaluate = pipeline_module.evaluate
+
+    @functools.wraps(real_evaluate)  # the runner passes what the stage function's signature names
+    def spying_evaluate(*args, teacher=None, **kwargs):
+        seen.append(teacher)
+        return real_evaluate(*args, teacher=teacher, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "evaluate", spying_evaluate)
+    graph = build_graph(config)  # rebuilt so its stages call the spy
+
+    class Computed(Hook):
+        names: list = []
+
+        def before_stage(self, stage, key, cached):
+            if not cached:
+                Computed.names.append(stage.name)
+
+    outputs = build_runner(config, [Computed()], pipeline=graph).run()
+    assert Computed.names.count("teacher") == 1
+    teachers = [t for t in seen if t is not None]
+    assert len(teachers) == 2 and teachers[0] is teachers[1] is outputs["teacher"]
+    rows = {r["proxy"]: r for r in outputs["report"]["rows"]}
+    # the teacher's training is part of a relabelled row's cost, beside its summary's
+    assert rows["dm+teacher"]["distill_seconds"] == pytest.approx(
+        outputs["distill_seconds_dm"] + outputs["teacher_seconds"])
+    # the temperature shapes the students, not the teacher: changing it reuses the teacher
+    warmer = build_runner(load_config(QUICKSTART, tiny + ["distill.methods={random: {}, dm: {iterations: 2}}",
+                                                          *teacher, "teacher.temperature=2"]))
+    pending = {s.name for s in warmer.status() if not s.cached}
+    assert pending == {"proxy_random-teacher", "proxy_dm-teacher", "report"}
+
+
+def test_teacher_settings_are_checked_at_load(tiny):
+    from proxynas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher.relabel names 'mtt', which is not in distill.methods"):
+        load_config(QUICKSTART, tiny + ["teacher.relabel=[mtt]"])
+    with pytest.raises(ConfigError, match="teacher.arch"):
+        load_config(QUICKSTART, tiny + ["teacher.relabel=[dm]", "teacher.arch=|conv_9x9~0|"])
+    with pytest.raises(ConfigError, match="temperature"):
+        load_config(QUICKSTART, tiny + ["teacher.relabel=[dm]", "teacher.temperature=0"])
+    no_teacher = build_graph(load_config(QUICKSTART, tiny))
+    assert "teacher" not in {s.name for s in no_teacher.graph.stages}
+
+
+def test_a_few_shot_row_is_fit_on_k_archs_and_scored_on_the_others_only(tiny):
+    from proxynas.app import build_runner
+    from proxynas.errors import ConfigError
+    from proxynas.metrics.few_shot import few_shot_combination
+
+    combined = "combined={fit: {rows: [random, params], method: few_shot, k: 4, seed: 1}}"
+    config = load_config(QUICKSTART, tiny + ["sample.num_archs=10", "distill.methods={random: {}}", combined])
+    outputs = build_runner(config).run()
+    results = outputs["results"].rows
+    expected = few_shot_combination({"random": [r["random"] for r in results], "params": [r["params"] for r in results]},
+                                    [r["reference"] for r in results], k=4, seed=1)
+    held = set(expected.held_out)
+    assert [i for i, r in enumerate(results) if r["fit"] is not None] == sorted(held)
+    assert [results[i]["fit"] for i in expected.held_out] == pytest.approx(expected.values)
+    row = next(r for r in outputs["report"]["rows"] if r["proxy"] == "fit")
+    assert row["num_archs"] == 6 and row["kind"] == "combined"
+    (evaluations,) = [e for e in outputs["evaluations"] if e.row == "fit"]
+    assert {r["arch"] for r in evaluations.records} == {results[i]["arch"] for i in held}
+    with pytest.raises(ConfigError, match=r"combined\.fit\.k=8 leaves 2 .* fewer than report.top_k=3"):
+        load_config(QUICKSTART, tiny + ["sample.num_archs=10", "distill.methods={random: {}}",
+                                        combined.replace("k: 4", "k: 8")])
+
+
+def test_a_distiller_matching_through_the_spaces_cells_is_given_the_space(tiny):
+    from proxynas.app import build_runner
+
+    overrides = tiny + ["distill.methods={dm_space: {name: dm, networks: space, iterations: 2}, dm: {iterations: 2}}"]
+    config = load_config(QUICKSTART, overrides)
+    graph = build_graph(config).graph
+    assert graph.stage("distill_dm_space").params["space"] == config.space
+    assert "space" not in graph.stage("distill_dm").params  # a ConvNet DM's key does not depend on the space
+    outputs = build_runner(config).run(targets=["distill_dm_space"])
+    assert outputs["summary_dm_space"].data.x.shape[0] == 2 * 10

@@ -27,6 +27,7 @@ from proxynas.errors import ConfigError
 from proxynas.proxies import PROXIES, ParamsProxy, Proxy, TrainProxy
 from proxynas.reference import NB201TableProxy  # noqa: F401  (registers the "nb201_table" proxy)
 from proxynas.spaces import SEARCH_SPACES, NB201Space, SearchSpace
+from proxynas.teacher import CONVNET, TeacherConfig, relabelled_row
 
 for _base, _registry in (
     (DatasetSource, DATASETS),
@@ -175,16 +176,21 @@ class TuneConfig:
 
 @dataclass(frozen=True)
 class CombinedRow(Checked):
-    """A report row that combines other rows' scores by rank, with no fitting.
+    """A report row that combines other rows' scores by rank.
 
-    ``log_rank``: each arch scores ``sum over rows of log(rank / N)`` among the
-    N sampled archs (AZ-NAS's aggregation, Lee & Ham, CVPR 2024, Eq. 12), e.g.
-    a summary's SoTL row with the zero-cost rows. The value depends on the
+    ``log_rank`` (unsupervised): each arch scores ``sum over rows of log(rank
+    / N)`` among the N sampled archs (AZ-NAS's aggregation, Lee & Ham, CVPR
+    2024, Eq. 12), e.g. a summary's SoTL row with the zero-cost rows.
+    ``few_shot``: a monotone model of the rows' ranks fit on ``k`` archs whose
+    reference is known (a seeded draw with ``seed``), scored on the other
+    N - k only (:mod:`proxynas.metrics.few_shot`). Either value depends on the
     whole sample, so such a row is reported, not searched or tuned.
     """
 
     rows: list[str] = field(default_factory=list)
-    method: Literal["log_rank"] = "log_rank"
+    method: Literal["log_rank", "few_shot"] = "log_rank"
+    k: int = checked(20, ge=2)
+    seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -212,6 +218,9 @@ class PipelineConfig:
     reference: Proxy = field(
         default_factory=lambda: TrainProxy(epochs=30, batch_size=128, lr=0.1, eval_split="test")
     )
+    #: a teacher trained once on the full training split that relabels the summaries of
+    #: ``teacher.relabel`` (one ``<method>+teacher`` row each; see :mod:`proxynas.teacher`)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     #: rows combining other rows' scores by rank (e.g. ``{az_sotl: {rows: [az_nas, dm:sotl_5]}}``)
     combined: dict[str, CombinedRow] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -223,6 +232,17 @@ class PipelineConfig:
             raise ValueError(
                 f"report.top_k={self.report.top_k} exceeds sample.num_archs={self.sample.num_archs}; lower report.top_k"
             )
+        for name in self.teacher.relabel:
+            if name not in self.distill.methods:
+                raise ValueError(
+                    f"teacher.relabel names {name!r}, which is not in distill.methods"
+                    f" ({', '.join(self.distill.methods) or 'none'}); add it there or remove it"
+                )
+        if self.teacher.relabel and self.teacher.arch != CONVNET:
+            try:
+                self.space.validate(self.teacher.arch)
+            except (ValueError, KeyError) as exc:
+                raise ValueError(f"teacher.arch: {exc}; use {CONVNET!r} or an architecture of the space") from None
         rows = self.row_names()
         for name, spec in self.combined.items():
             if name in rows:
@@ -230,11 +250,18 @@ class PipelineConfig:
             unknown = [r for r in spec.rows if r not in rows]
             if unknown:
                 raise ValueError(f"combined.{name}: no row {unknown[0]!r} to combine; rows: {', '.join(rows)}")
+            scored = self.sample.num_archs - spec.k
+            if spec.method == "few_shot" and scored < max(self.report.top_k, 2):
+                raise ValueError(
+                    f"combined.{name}.k={spec.k} leaves {scored} of sample.num_archs={self.sample.num_archs}"
+                    f" archs to score, fewer than report.top_k={self.report.top_k}; lower k or draw more archs"
+                )
 
     def row_names(self) -> list[str]:
         """The names of the pipeline's proxy rows, in report order (combined rows excluded)."""
         names = []
-        for name, proxy in [*((m, self.proxy) for m in self.distill.methods), *self.baselines.items()]:
+        relabelled = [(relabelled_row(m), self.proxy) for m in self.teacher.relabel]
+        for name, proxy in [*((m, self.proxy) for m in self.distill.methods), *relabelled, *self.baselines.items()]:
             values = proxy.value_names()
             names += [name] + [f"{name}:{v}" for v in values[1:]]
         return names
