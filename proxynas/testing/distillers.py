@@ -30,10 +30,15 @@ Optional class attributes: ``ipc`` (default 2) and ``train`` (an
 
 A :class:`PreparedDistiller` is tested with :class:`PreparedDistillerContract`,
 which adds the check that its preparation survives the stage cache.
+
+A distiller that can match through the cells of the search space being
+ranked (``networks: space``) is also tested with
+:class:`SpaceAwareDistillerContract`, naming an instance with that setting.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from dataclasses import dataclass, field
@@ -45,9 +50,17 @@ import torch
 from proxynas.data.types import ImageData
 from proxynas.distill.base import DISTILLERS, LABEL_LOSSES, Distiller, PreparedDistiller, Summary
 from proxynas.errors import ConfigError, DataError
+from proxynas.spaces import NB201Space, SearchSpace
 from proxynas.testing.plugins import assert_cites_a_paper, assert_registered
 
-__all__ = ["DistillerContract", "PreparedDistillerContract", "Runs", "tiny_images"]
+__all__ = [
+    "DistillerContract",
+    "PreparedDistillerContract",
+    "Runs",
+    "SpaceAwareDistillerContract",
+    "recording_space",
+    "tiny_images",
+]
 
 CPU = torch.device("cpu")
 
@@ -271,3 +284,81 @@ def _tensors_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_tensors_equal(x, y) for x, y in zip(a, b))
     return a == b
+
+
+def recording_space(space: SearchSpace) -> tuple[SearchSpace, list[str]]:
+    """A copy of ``space`` that appends every architecture it builds to the returned list."""
+    built: list[str] = []
+
+    class Recording(type(space)):  # type: ignore[misc, valid-type]
+        def build(self, arch: str, **sizes: Any):
+            built.append(arch)
+            return super().build(arch, **sizes)
+
+    settings = {f.name: getattr(space, f.name) for f in dataclasses.fields(space) if f.init}
+    return Recording(**settings), built
+
+
+class SpaceAwareDistillerContract:
+    """Inherited tests for a distiller matching through random cells of the ranked space.
+
+    Subclasses set :attr:`distiller` to a fast instance with ``networks:
+    space``; :attr:`space` defaults to a tiny NB201 space (4 channels, one
+    cell per stage, batch norm). Checked: it needs the space and says so in
+    one line without it; one seed gives one summary and another seed another;
+    the cells it builds differ across iterations; the summary is finite with
+    ``ipc`` images per class; with ``networks: convnet`` a given space is
+    ignored.
+    """
+
+    distiller: ClassVar[Distiller]
+    space: ClassVar[SearchSpace] = NB201Space(channels=4, cells_per_stage=1, skip_disconnected=True)
+    ipc: ClassVar[int] = 2
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def method(cls) -> Distiller:
+        method = getattr(cls, "distiller", None)
+        assert isinstance(method, Distiller) and method.needs_space, (
+            f"{cls.__name__} must set `distiller = <a Distiller instance with networks='space'>`"
+        )
+        return method
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def runs(cls, method: Distiller) -> tuple[Summary, Summary, Summary, list[str]]:
+        space, built = recording_space(cls.space)
+        data = tiny_images()
+        first = method.distill(data, cls.ipc, seed=0, device=CPU, space=space)
+        drawn = list(built)
+        again = method.distill(data, cls.ipc, seed=0, device=CPU, space=space)
+        other = method.distill(data, cls.ipc, seed=1, device=CPU, space=space)
+        return first, again, other, drawn
+
+    def test_draws_different_cells_of_the_space(self, runs):
+        *_, drawn = runs
+        assert len(drawn) >= 2 and len(set(drawn)) > 1, f"built {drawn}"
+
+    def test_summary_is_finite_with_ipc_images_per_class(self, runs):
+        first = runs[0].data
+        data = tiny_images()
+        assert tuple(first.x.shape) == (data.num_classes * self.ipc, *data.shape)
+        assert torch.isfinite(first.x).all()
+
+    def test_same_seed_same_summary_other_seed_another(self, runs):
+        first, again, other, _ = runs
+        assert torch.equal(first.data.x, again.data.x) and first.history == again.history
+        assert not torch.equal(first.data.x, other.data.x)
+
+    def test_without_the_space_is_a_one_line_config_error(self, method):
+        with pytest.raises(ConfigError, match=r"networks=space needs the search space") as err:
+            method.distill(tiny_images(), self.ipc, seed=0, device=CPU)
+        assert "\n" not in str(err.value)
+
+    def test_the_convnet_setting_ignores_a_given_space(self, method):
+        convnet = dataclasses.replace(method, networks="convnet")
+        assert not convnet.needs_space
+        space, built = recording_space(self.space)
+        with_space = convnet.distill(tiny_images(), self.ipc, seed=0, device=CPU, space=space)
+        without = convnet.distill(tiny_images(), self.ipc, seed=0, device=CPU)
+        assert built == [] and torch.equal(with_space.data.x, without.data.x)

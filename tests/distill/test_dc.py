@@ -4,14 +4,17 @@ The method's own tests are in test_gradient_matching.py (shared with DCC and IDC
 here, matching through networks drawn from the search space (``networks: space``).
 """
 
-import pytest
 import torch
 from torch import nn
 
 from proxynas.distill import DC, DCC
-from proxynas.errors import ConfigError
-from proxynas.spaces import ConvNetSpace, NB201Space
-from proxynas.testing.distillers import DistillerContract, tiny_images
+from proxynas.spaces import ConvNetSpace
+from proxynas.testing.distillers import (
+    DistillerContract,
+    SpaceAwareDistillerContract,
+    recording_space,
+    tiny_images,
+)
 
 CPU = torch.device("cpu")
 # depth 2 keeps a 2x2 map on 8x8 images; one match step and one net epoch per network
@@ -23,33 +26,14 @@ class TestDCContract(DistillerContract):
     distiller = DC(**FAST, dsa="none")
 
 
-def spy_space():
-    """A tiny NB201 space (batch norm, 4 channels, 1 cell per stage) and the list of archs it builds."""
-    built = []
-
-    class Spy(NB201Space):
-        def build(self, arch, **sizes):
-            built.append(arch)
-            return super().build(arch, **sizes)
-
-    return Spy(channels=4, cells_per_stage=1, skip_disconnected=True), built
-
-
 def batchnorm_modes(net: nn.Module) -> list[bool]:
     return [m.training for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-@pytest.mark.parametrize("method", [DC, DCC])
-def test_search_space_aware_gradient_matching_draws_different_cells_and_gives_a_finite_summary(method):
-    data, ipc = tiny_images(), 2
-    space, built = spy_space()
-    summary = method(**SPACE_DC).distill(data, ipc, seed=0, device=CPU, space=space)
-    assert len(built) == 6, "one fresh cell per iteration"
-    assert len(set(built)) > 1
-    c, h, w = data.shape
-    assert tuple(summary.data.x.shape) == (data.num_classes * ipc, c, h, w)
-    assert torch.isfinite(summary.data.x).all()
-    assert len(summary.history) == 6 and all(torch.isfinite(torch.tensor(summary.history)))
+def test_search_space_aware_gradient_matching_draws_one_fresh_cell_per_iteration():
+    space, built = recording_space(SpaceAwareDistillerContract.space)
+    summary = DC(**SPACE_DC).distill(tiny_images(), 2, seed=0, device=CPU, space=space)
+    assert len(built) == 6 and len(summary.history) == 6
 
 
 def test_batchnorm_is_frozen_while_matching_and_trains_between_matching_steps():
@@ -64,7 +48,7 @@ def test_batchnorm_is_frozen_while_matching_and_trains_between_matching_steps():
             seen["update"].append((net.training, batchnorm_modes(net)))
             return super().update_network(net, *args)
 
-    space, _ = spy_space()
+    space, _ = recording_space(SpaceAwareDistillerContract.space)
     Spy(**SPACE_DC).distill(tiny_images(), 2, seed=0, device=CPU, space=space)
     assert len(seen["match"]) == 12 and len(seen["update"]) == 6  # 2 matching steps, 1 update between
     for net_training, bn in seen["match"]:
@@ -87,19 +71,9 @@ def test_matching_through_frozen_batchnorm_lowers_the_objective():
     assert sum(history[-5:]) < 0.6 * sum(history[:5])
 
 
-def test_search_space_aware_dc_is_seeded():
-    data = tiny_images()
-    space, _ = spy_space()
-    dc = DC(**{**SPACE_DC, "iterations": 2})
-    a = dc.distill(data, 2, seed=0, device=CPU, space=space)
-    b = dc.distill(data, 2, seed=0, device=CPU, space=space)
-    c = dc.distill(data, 2, seed=1, device=CPU, space=space)
-    assert torch.equal(a.data.x, b.data.x) and a.history == b.history
-    assert not torch.equal(a.data.x, c.data.x)
+class TestDCSpaceAwareContract(SpaceAwareDistillerContract):
+    distiller = DC(**SPACE_DC)
 
 
-def test_space_networks_without_a_space_is_a_one_line_config_error():
-    with pytest.raises(ConfigError, match=r"distill\.methods\.dc\.networks=space needs the search space") as err:
-        DC(**SPACE_DC).distill(tiny_images(), 2, seed=0, device=CPU)
-    assert "\n" not in str(err.value)
-    assert DC(**SPACE_DC).needs_space and not DC().needs_space
+class TestDCCSpaceAwareContract(SpaceAwareDistillerContract):
+    distiller = DCC(**SPACE_DC)

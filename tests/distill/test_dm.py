@@ -7,9 +7,9 @@ from proxynas.data.types import ImageData
 from proxynas.distill import DM
 from proxynas.distill.base import seeded_convnet
 from proxynas.distill.networks import draw_network
-from proxynas.errors import ConfigError, DivergenceError
+from proxynas.errors import DivergenceError
 from proxynas.spaces import NB201Space
-from proxynas.testing.distillers import DistillerContract
+from proxynas.testing.distillers import DistillerContract, SpaceAwareDistillerContract
 
 CPU = torch.device("cpu")
 SMALL = {"width": 32, "depth": 2}  # depth 2 keeps a 2x2 map on 8x8 images
@@ -150,30 +150,8 @@ def test_search_space_aware_dm_draws_different_cells_and_still_lowers_its_loss()
     assert objective(summary.data.x, held_out) < 0.8 * objective(start, held_out)
 
 
-def test_search_space_aware_dm_is_seeded():
-    data = tiny()
-    space, _, _ = spy_space()
-    dm = DM(iterations=4, **SPACE_DM)
-    a = dm.distill(data, 2, seed=0, device=CPU, space=space)
-    b = dm.distill(data, 2, seed=0, device=CPU, space=space)
-    c = dm.distill(data, 2, seed=1, device=CPU, space=space)
-    assert torch.equal(a.data.x, b.data.x) and a.history == b.history
-    assert not torch.equal(a.data.x, c.data.x)
-
-
-def test_space_networks_without_a_space_is_a_one_line_config_error():
-    with pytest.raises(ConfigError, match=r"distill\.methods\.dm\.networks=space needs the search space") as err:
-        DM(iterations=2, **SPACE_DM).distill(tiny(), 2, seed=0, device=CPU)
-    assert "\n" not in str(err.value)
-
-
-def test_convnet_networks_ignore_a_given_space():
-    space, built, _ = spy_space()
-    dm = DM(iterations=3, **SMALL)
-    assert not dm.needs_space and DM(networks="space").needs_space
-    with_space = dm.distill(tiny(), 2, seed=0, device=CPU, space=space)
-    without = dm.distill(tiny(), 2, seed=0, device=CPU)
-    assert built == [] and torch.equal(with_space.data.x, without.data.x)
+class TestDMSpaceAwareContract(SpaceAwareDistillerContract):
+    distiller = DM(iterations=4, **SPACE_DM)
 
 
 class TestDMContract(DistillerContract):

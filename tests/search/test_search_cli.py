@@ -100,3 +100,19 @@ def test_proxy_objective_scores_exactly_like_the_pipeline_row(tiny):
     assert objective.summary is not None and objective.setup_seconds > 0
     with pytest.raises(ConfigError, match="has no row 'mtt'; choose one of: dm, random, herding, kcenter, params"):
         ProxyObjective.from_pipeline(config, "mtt", runner=runner)
+
+
+def test_a_relabelled_rows_objective_trains_with_the_pipelines_teacher(tiny):
+    teacher = ["teacher.relabel=[random]", "teacher.epochs=1", "teacher.width=8", "teacher.depth=1"]
+    # scored by the training loss, which the teacher's labels change whatever the accuracy
+    config = load_config(QUICKSTART, [*tiny, "run.workers=2", "proxy.scores=[sotl_1]", *teacher])
+    runner = build_runner(config)
+    outputs = runner.run(targets=["proxy_random-teacher"])
+    objective = ProxyObjective.from_pipeline(config, "random+teacher", runner=runner)
+    assert objective.teacher.seconds == outputs["teacher"].seconds  # the pipeline's teacher, from its cache
+    assert objective.setup_seconds == pytest.approx(outputs["distill_seconds_random"] + outputs["teacher_seconds"])
+    arch = outputs["archs"][0]
+    assert objective.evaluate(arch).value == outputs["scores_random-teacher"][0]["value"]
+    # without the teacher the same summary trains to another value
+    plain = ProxyObjective.from_pipeline(config, "random", runner=runner)
+    assert plain.teacher is None and plain.evaluate(arch).value != objective.evaluate(arch).value
