@@ -1,7 +1,7 @@
 """The proxy-evaluation pipeline as a stage graph built from a :class:`PipelineConfig`.
 
     load_data ─┬─ distill_<m> ──┬─ proxy_<m> ──────────┐
-               │                └─ proxy_<m>+teacher ──┤
+               │                └─ proxy_<m>-teacher ──┤
                ├─ teacher ─────────────┘               │
     sample_archs ┼───────────── baseline_<b> ──────────┼─ report
                └─────────────── reference ─────────────┘
@@ -15,6 +15,11 @@ with ``scores: [val_acc, sotl_5]``) makes one report row per name from its
 one stage: ``dm`` for the first, ``dm:sotl_5`` for the others (:class:`Row`'s
 ``component``). A proxy that trains also gives its stage a ``curves_<row>``
 table (arch, epoch, train_loss, val_loss, val_acc per epoch).
+
+With ``teacher.relabel`` a ``teacher`` stage trains one network once, and each
+listed summary gets a row ``<m>+teacher`` scored by ``proxy_<m>-teacher``
+(stage names take no ``+``). A ``combined`` row is computed in ``report``
+from its source rows; a few-shot one scores only the archs it was not fit on.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any, Literal, Mapping
 import torch
 
 from proxynas.artifacts import Evaluations, Figure, Metrics, Table, Tensors
-from proxynas.config.pipeline import PipelineConfig, ReportConfig
+from proxynas.config.pipeline import CombinedRow, PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
 from proxynas.engine import Graph, Stage
@@ -351,7 +356,7 @@ class Row:
     component: str | None = None
     #: a combined row's source rows and how they are combined (:class:`~proxynas.config.pipeline.CombinedRow`)
     sources: tuple[str, ...] = ()
-    combination: Any = None
+    combination: CombinedRow | None = None
     #: the ``distill.methods`` name whose summary the row trains on (distilled rows)
     method: str | None = None
     #: a relabelled row's teacher stage and outputs (see :mod:`proxynas.teacher`)
