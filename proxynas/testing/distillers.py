@@ -24,9 +24,11 @@ stage cache; one-line errors for a missing or too small class and a bad
 ``ipc``; the registered name and config round trip; a docstring citing the
 paper.
 
-Optional class attributes: ``ipc`` (default 2) and ``train`` (an
+Optional class attributes: ``ipc`` (default 2), ``train`` (an
 :class:`ImageData`; default :func:`tiny_images`, three separable classes of
-1x8x8 images).
+1x8x8 images) and ``learns_step_size`` (default False: the summary carries no
+``learned_lr``; True: it carries a finite positive step size learned away from
+the method's initial ``lr_teacher``, the same for a repeated run).
 
 A :class:`PreparedDistiller` is tested with :class:`PreparedDistillerContract`,
 which adds the check that its preparation survives the stage cache.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
@@ -105,6 +108,8 @@ class DistillerContract:
     ipc: ClassVar[int] = 2
     #: the training images; ``None`` means :func:`tiny_images`
     train: ClassVar[ImageData | None] = None
+    #: the method learns a step size with its images (MTT/TESLA's alpha, ``Summary.learned_lr``)
+    learns_step_size: ClassVar[bool] = False
 
     @classmethod
     def plugin_type(cls) -> type:
@@ -165,6 +170,15 @@ class DistillerContract:
         assert out.x.device.type == "cpu" and out.y.device.type == "cpu"
         assert torch.isfinite(out.x).all()
         assert not out.x.requires_grad
+
+    def test_a_learned_step_size_travels_with_the_summary_only_when_learned(self, method, runs):
+        lr = runs.first.learned_lr
+        if not self.learns_step_size:
+            assert lr is None, "set learns_step_size = True for a method that learns one"
+            return
+        assert isinstance(lr, float) and math.isfinite(lr) and lr > 0
+        assert lr != method.lr_teacher  # learned, not the initial alpha
+        assert runs.again.learned_lr == lr  # a repeat (prepare + distill_prepared) agrees
 
     def test_soft_labels_are_valid(self, runs):
         summary = runs.first
