@@ -14,6 +14,10 @@ them into values, and each result keeps its arch's components under
 e.g. final accuracy and SoTL-E from one training) yields them all at once
 (``proxy.score_values``): each result keeps them under ``"values"`` (its
 ``value`` is the first) and a training proxy's per-epoch ``"curve"``.
+
+A proxy that trains several archs at once (``proxy.archs_per_scoring()`` > 1,
+e.g. a training proxy's ``arch_batch``) gets the archs in consecutive groups
+of that size (:func:`chunks`); a group is the unit a worker takes.
 """
 
 from __future__ import annotations
@@ -55,6 +59,31 @@ def _score(proxy: Proxy, ctx: ProxyContext, arch: str) -> tuple[Any, float]:
     return raw, time.perf_counter() - start
 
 
+def _score_chunk(proxy: Proxy, ctx: ProxyContext, archs: list[str]) -> list[tuple[Any, float]]:
+    """:func:`_score` of each of ``archs``, trained at once when the proxy batches archs.
+
+    A batch's time is shared equally among its archs.
+    """
+    if len(archs) == 1:
+        return [_score(proxy, ctx, archs[0])]
+    start = time.perf_counter()
+    scored = proxy.score_batch(archs, ctx)
+    if len(scored) != len(archs):
+        raise RuntimeError(f"{type(proxy).__name__}.score_batch returned {len(scored)} results for {len(archs)} archs")
+    seconds = (time.perf_counter() - start) / len(archs)
+    return [(_checked_values(proxy, s), seconds) for s in scored]
+
+
+def chunks(proxy: Proxy, archs: list[str]) -> list[list[str]]:
+    """``archs`` in consecutive groups of ``proxy.archs_per_scoring()`` (the last may be smaller).
+
+    The groups depend only on the arch list and the proxy, never on the
+    worker count, so neither do the results.
+    """
+    size = 1 if proxy.combines or not proxy.value_names() else max(1, int(proxy.archs_per_scoring()))
+    return [archs[i : i + size] for i in range(0, len(archs), size)]
+
+
 def _checked_values(proxy: Proxy, scored: Scored) -> Scored:
     """``scored`` with float values in :meth:`Proxy.value_names` order (RuntimeError if a name is missing)."""
     names = proxy.value_names()
@@ -64,8 +93,8 @@ def _checked_values(proxy: Proxy, scored: Scored) -> Scored:
     return Scored({n: float(scored.values[n]) for n in names}, tuple(dict(p) for p in scored.curve))
 
 
-def _score_in_worker(arch: str) -> tuple[Any, float]:
-    return _score(_WORKER["proxy"], _WORKER["ctx"], arch)
+def _score_in_worker(archs: list[str]) -> list[tuple[Any, float]]:
+    return _score_chunk(_WORKER["proxy"], _WORKER["ctx"], archs)
 
 
 def _progress_info(proxy: Proxy, raw: Any) -> dict[str, float]:
@@ -79,15 +108,17 @@ def _first(scored: Scored) -> float:
     return next(iter(scored.values.values()))
 
 
-def _epochs(progress: Progress, index: int, total: int) -> Progress:
-    """The progress of one arch's training, reported as part of the population's (``arch``, ``epoch``).
+def _epochs(progress: Progress, index: int, total: int, count: int = 1) -> Progress:
+    """The progress of the training of archs ``index + 1 .. index + count``, as part of the population's.
 
-    Only in-process scoring reports epochs: forked workers report each arch
-    as it finishes.
+    Reported as ``arch`` (its number, or ``first-last`` for a batch trained
+    at once) and ``epoch``. Only in-process scoring reports epochs: forked
+    workers report each arch as it finishes.
     """
+    label: int | str = index + 1 if count == 1 else f"{index + 1}-{index + count}"
 
     def report(done: int, epochs: int, **info: float) -> None:
-        progress(index, total, arch=index + 1, epoch=f"{done}/{epochs}", **info)
+        progress(index, total, arch=label, epoch=f"{done}/{epochs}", **info)
 
     return report
 
@@ -130,7 +161,9 @@ def score_all(
     result also has ``values`` (name -> float, ``value`` being the first) and,
     when it trains, ``curve`` (one mapping per epoch).
     """
-    parallel = workers > 1 and len(archs) > 1 and ctx.device.type == "cpu" and proxy.parallel
+    groups = chunks(proxy, list(archs))
+    parallel = workers > 1 and len(groups) > 1 and ctx.device.type == "cpu" and proxy.parallel
+    out: dict[str, tuple[Any, float]] = {}
     if not parallel:
         # On a CPU, one thread as in the workers: float reductions depend on the
         # thread count, and results must not depend on how many workers ran.
@@ -138,22 +171,24 @@ def score_all(
         if ctx.device.type == "cpu":
             torch.set_num_threads(1)
         try:
-            scored = []
-            for i, arch in enumerate(archs):
-                scored.append(_score(proxy, dataclasses.replace(ctx, progress=_epochs(progress, i, len(archs))), arch))
-                progress(i + 1, len(archs), **_progress_info(proxy, scored[-1][0]))
+            for group in groups:
+                first = len(out)
+                in_group = dataclasses.replace(ctx, progress=_epochs(progress, first, len(archs), len(group)))
+                for arch, result in zip(group, _score_chunk(proxy, in_group, group)):
+                    out[arch] = result
+                    progress(len(out), len(archs), **_progress_info(proxy, result[0]))
         finally:
             torch.set_num_threads(previous)
-        return _results(proxy, archs, scored)
-    out: dict[str, tuple[Any, float]] = {}
+        return _results(proxy, archs, [out[a] for a in archs])
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(archs)),
+        max_workers=min(workers, len(groups)),
         mp_context=multiprocessing.get_context("fork"),
         initializer=_init_worker,
         initargs=(proxy, ctx),
     ) as pool:
-        futures = {pool.submit(_score_in_worker, arch): arch for arch in archs}
-        for done, future in enumerate(as_completed(futures), 1):
-            out[futures[future]] = future.result()  # re-raises a worker's error here
-            progress(done, len(archs), **_progress_info(proxy, out[futures[future]][0]))
+        futures = {pool.submit(_score_in_worker, group): group for group in groups}
+        for future in as_completed(futures):
+            for arch, result in zip(futures[future], future.result()):  # re-raises a worker's error here
+                out[arch] = result
+                progress(len(out), len(archs), **_progress_info(proxy, result[0]))
     return _results(proxy, archs, [out[a] for a in archs])

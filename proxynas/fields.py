@@ -35,9 +35,11 @@ import typing
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, Literal, Union
 
-__all__ = ["Check", "Checked", "check_fields", "checked"]
+__all__ = ["KEYED_WHEN_SET", "Check", "Checked", "check_fields", "checked"]
 
 _KEY = "proxynas.check"  # the field metadata key holding its Check
+#: field metadata flag: leave the field out of cache keys while it holds its default
+KEYED_WHEN_SET = "proxynas.keyed_when_set"
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,21 @@ def checked(
     choices: typing.Iterable | None = None,
     allow_nan: bool = False,
     check: Callable[[Any], None] | None = None,
+    keyed_when_set: bool = False,
     **field_kwargs: Any,
 ) -> Any:
-    """A dataclass field whose value is checked when the dataclass is built (see the module doc)."""
+    """A dataclass field whose value is checked when the dataclass is built (see the module doc).
+
+    ``keyed_when_set``: the field is part of cache keys only when it differs
+    from its default (:func:`proxynas.engine.keys.canonicalize`) -- for a
+    setting added to an existing plugin whose default keeps the earlier
+    behaviour, so results cached before it existed stay valid.
+    """
     if ge is not None and gt is not None or le is not None and lt is not None:
         raise TypeError("give at most one lower bound (ge or gt) and one upper bound (le or lt)")
     spec = Check(ge, gt, le, lt, None if choices is None else tuple(choices), allow_nan, check)
-    return dataclasses.field(
-        default=default, default_factory=default_factory, metadata={_KEY: spec}, **field_kwargs
-    )
+    metadata = {_KEY: spec, KEYED_WHEN_SET: True} if keyed_when_set else {_KEY: spec}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata, **field_kwargs)
 
 
 class Checked:

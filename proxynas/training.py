@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from proxynas.augment import DSA
 from proxynas.data.types import ImageData
 from proxynas.errors import DivergenceError
 from proxynas.fields import Checked, checked
+from proxynas.models.fused import per_network_cross_entropy
 from proxynas.progress import Progress, null_progress
 
 
@@ -96,9 +97,14 @@ def _augmenter(kind: str):
         dsa = DSA(per_sample=True)  # the DSA paper draws per-image params when training
         return lambda x, step: dsa(x, seed=step)
     if kind == "flip":
-        return lambda x, step: torch.where(
-            (torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5), x.flip(3), x
-        )
+        # drawn from the step's seed (like DSA's), not the global generator: an arch's
+        # flips then do not depend on what else drew random numbers (building it, or
+        # other archs trained at once), so fused and one-by-one training see the same
+        def flip(x: torch.Tensor, step: int) -> torch.Tensor:
+            coins = torch.rand(len(x), 1, 1, 1, generator=torch.Generator().manual_seed(step))
+            return torch.where(coins.to(x.device) < 0.5, x.flip(3), x)
+
+        return flip
     return lambda x, step: x
 
 
@@ -122,6 +128,11 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(log_p_student, p_teacher, reduction="batchmean") * t * t
 
 
+#: optimizer steps between two reads of the device-side divergence flags: reading a
+#: device value waits for the device, so the hot loop only does it this often
+DIVERGENCE_CHECK_STEPS = 50
+
+
 def fit(
     model: nn.Module,
     data: ImageData,
@@ -138,10 +149,14 @@ def fit(
     eval_data: ImageData | None = None,
     teacher: nn.Module | None = None,
     temperature: float = 4.0,
+    check_every: int = DIVERGENCE_CHECK_STEPS,
 ) -> Fitted:
     """Train ``model`` on ``data`` with ``settings``, recording the learning curve.
 
-    Raises DivergenceError on a non-finite loss. With ``soft_labels``
+    Raises DivergenceError on a non-finite loss: the check runs on the
+    device every step and is read every ``check_every`` steps (and after
+    the last), naming the epoch where the loss first went non-finite. With
+    ``soft_labels``
     (``[N, K]``, used when ``settings.soft_labels``) the loss is MSE onto them
     (``label_loss="mse"``, kernel-ridge targets) or cross-entropy against
     ``softmax(soft_labels)`` (``"ce"``, logit labels). ``learned_lr`` (a
@@ -157,12 +172,131 @@ def fit(
     Evaluation draws no random numbers, so it does not change the training.
     """
     model.to(device).train()
-    x_all = data.x.to(device)
+    criterion = _criterion(settings, soft_labels, label_loss)
+
+    def losses(xb: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+        logits = model(xb).float()
+        if teacher_logits is None:
+            return criterion(logits, target).reshape(1)
+        return kd_loss(logits, teacher_logits, temperature).reshape(1)
+
+    def measure() -> list[tuple[float, float]]:
+        result = evaluate(model, eval_data, device=device)
+        model.train()
+        return [result]
+
+    curves = _train(
+        losses, model.parameters(), [label], data, settings, device=device, seed=seed,
+        setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
+        measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
+    )
+    return Fitted(model, curves[0])
+
+
+def fit_fused(
+    fused: nn.Module,
+    data: ImageData,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    seed: int,
+    labels: Sequence[str],
+    setting_prefix: str = "proxy",
+    progress: Progress = null_progress,
+    soft_labels: torch.Tensor | None = None,
+    label_loss: str = "ce",
+    learned_lr: float | None = None,
+    eval_data: ImageData | None = None,
+    teacher: nn.Module | None = None,
+    temperature: float = 4.0,
+    check_every: int = DIVERGENCE_CHECK_STEPS,
+) -> list[tuple[EpochRecord, ...]]:
+    """:func:`fit` for ``len(labels)`` networks fused into one (:mod:`proxynas.models.fused`).
+
+    ``fused`` maps a batch to ``[B, n, classes]`` logits, network k's in
+    column k. Every network sees the batches, augmentations and step sizes
+    :func:`fit` would give it with the same ``seed``; its loss is its own
+    (the networks' losses are summed for one backward pass, so each gets its
+    own gradient) and so is its learning curve, one per network in order.
+    A non-finite loss in any network raises DivergenceError naming the first
+    such network. On CUDA the fused network runs channels-last.
+    """
+    count = len(labels)
+    fused.to(device).train()
+    if device.type == "cuda":
+        fused.to(memory_format=torch.channels_last)
+    hard = soft_labels is None or not settings.soft_labels
+
+    def losses(xb: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        logits = fused(xb).float()
+        if teacher_logits is not None:
+            return _per_network_kd(logits, teacher_logits, temperature)
+        if hard:
+            return per_network_cross_entropy(logits, target)
+        if label_loss == "mse":
+            return (logits - target[:, None, :]).pow(2).mean(dim=(0, 2))
+        return per_network_cross_entropy(logits, target.softmax(dim=1))
+
+    def measure() -> list[tuple[float, float]]:
+        result = evaluate_fused(fused, eval_data, count, device=device)
+        fused.train()
+        return result
+
+    curves = _train(
+        losses, fused.parameters(), list(labels), data, settings, device=device, seed=seed,
+        setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
+        measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
+    )
+    return curves
+
+
+def _criterion(settings: TrainSettings, soft_labels: torch.Tensor | None, label_loss: str):
     if soft_labels is not None and settings.soft_labels:
-        y_all = soft_labels.to(device, torch.float32)
-        criterion = F.mse_loss if label_loss == "mse" else _soft_cross_entropy
-    else:
-        y_all, criterion = data.y.to(device), F.cross_entropy
+        return F.mse_loss if label_loss == "mse" else _soft_cross_entropy
+    return F.cross_entropy
+
+
+def _per_network_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`kd_loss` of each column of fused logits ``[B, n, classes]`` against one teacher: ``[n]``."""
+    t = float(temperature)
+    log_p_student = F.log_softmax(logits / t, dim=2)
+    p_teacher = F.softmax(teacher_logits / t, dim=1)[:, None, :].expand_as(log_p_student)
+    kl = F.kl_div(log_p_student, p_teacher, reduction="none").sum(dim=(0, 2))
+    return kl / len(logits) * t * t
+
+
+def _train(
+    losses,
+    parameters,
+    labels: list[str],
+    data: ImageData,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    seed: int,
+    setting_prefix: str,
+    progress: Progress,
+    soft_labels: torch.Tensor | None,
+    learned_lr: float | None,
+    measure,
+    teacher: nn.Module | None,
+    check_every: int,
+) -> list[tuple[EpochRecord, ...]]:
+    """The SGD loop of :func:`fit` and :func:`fit_fused`: one learning curve per network.
+
+    ``losses(batch, targets, teacher_logits)`` gives the ``[n]`` losses of the
+    n networks on a batch; ``measure()`` their ``(val_loss, val_acc)``.
+    Nothing in the loop reads a device value except every ``check_every``
+    steps, at the end, and when ``measure`` runs.
+    """
+    count = len(labels)
+    x_all = data.x.to(device)
+    y_all = (
+        soft_labels.to(device, torch.float32) if soft_labels is not None and settings.soft_labels
+        else data.y.to(device)
+    )
     if teacher is not None:
         teacher = teacher.to(device).eval()
     use_learned = settings.lr_from_summary and learned_lr is not None
@@ -178,7 +312,7 @@ def fit(
     total = settings.steps if settings.steps is not None else settings.epochs * steps_per_epoch
     epochs = math.ceil(total / steps_per_epoch)
     opt = torch.optim.SGD(
-        model.parameters(),
+        parameters,
         lr=lr,
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
@@ -193,40 +327,68 @@ def fit(
     augment = _augmenter(settings.augment)
     gen = torch.Generator().manual_seed(seed)
     use_amp = settings.amp and device.type == "cuda"
+    bad_epoch = torch.full((count,), -1, dtype=torch.long, device=device)
+    bad_value = torch.zeros(count, device=device)
+
+    def check() -> None:
+        first_bad = bad_epoch.tolist()
+        diverged = [k for k, e in enumerate(first_bad) if e >= 0]
+        if diverged:
+            k = diverged[0]
+            raise DivergenceError(
+                f"training {labels[k]}: loss became {float(bad_value[k])} at epoch {first_bad[k]}; {fix}"
+            )
+
     step = 0
-    curve: list[EpochRecord] = []
+    pending: list[tuple[int, int, torch.Tensor, int, list[tuple[float, float]] | None]] = []
+    curves: list[list[EpochRecord]] = [[] for _ in labels]
+
+    def flush() -> None:
+        for epoch_no, steps, loss_sum, taken, measured in pending:
+            sums = loss_sum.tolist()
+            for k in range(count):
+                val = measured[k] if measured is not None else (None, None)
+                curves[k].append(EpochRecord(epoch_no, steps, sums[k] / taken, *val))
+            progress(epoch_no, epochs, loss=sum(c[-1].train_loss for c in curves) / count)
+        pending.clear()
+
     for epoch in range(epochs):
         order = torch.randperm(n, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros(count, device=device)
         taken = min(steps_per_epoch, total - step)
         for i in range(taken):
             idx = order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx], seed * 1_000_003 + step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if teacher is None:
-                    loss = criterion(model(xb).float(), y_all[idx])
+                    loss = losses(xb, y_all[idx], None)
                 else:
                     with torch.no_grad():
                         target = teacher(xb).float()
-                    loss = kd_loss(model(xb).float(), target, temperature)
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"training {label}: loss became {loss.item()} at epoch {epoch}; {fix}")
+                    loss = losses(xb, None, target)
+            detached = loss.detach()
+            newly_bad = ~torch.isfinite(detached) & (bad_epoch < 0)
+            bad_epoch = torch.where(newly_bad, epoch, bad_epoch)
+            bad_value = torch.where(newly_bad, detached, bad_value)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            loss_sum += loss.detach()
+            loss_sum += detached
             step += 1
-        record = EpochRecord(epoch + 1, step, float(loss_sum) / taken)
+            if step % check_every == 0:
+                check()
         last = epoch + 1 == epochs
-        if eval_data is not None and (last or settings.curve_every and (epoch + 1) % settings.curve_every == 0):
-            val_loss, val_acc = evaluate(model, eval_data, device=device)
-            record = EpochRecord(epoch + 1, step, record.train_loss, val_loss, val_acc)
-            model.train()
-        curve.append(record)
-        progress(epoch + 1, epochs, loss=record.train_loss)
-    return Fitted(model, tuple(curve))
+        measured = None
+        if measure is not None and (last or settings.curve_every and (epoch + 1) % settings.curve_every == 0):
+            check()  # a diverged network is not worth evaluating
+            measured = measure()
+        pending.append((epoch + 1, step, loss_sum, taken, measured))
+        if last or measured is not None or step % check_every < taken:
+            check()
+            flush()
+    return [tuple(c) for c in curves]
 
 
 def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, **options: Any) -> nn.Module:
@@ -255,3 +417,28 @@ def evaluate(
 def accuracy(model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024) -> float:
     """Top-1 accuracy in percent."""
     return evaluate(model, data, device=device, batch_size=batch_size)[1]
+
+
+@torch.no_grad()
+def evaluate_fused(
+    fused: nn.Module, data: ImageData, count: int, *, device: torch.device, batch_size: int = 1024
+) -> list[tuple[float, float]]:
+    """:func:`evaluate` for ``count`` fused networks: one ``(mean cross-entropy, accuracy %)`` each.
+
+    The sums stay on the device until the last batch, so the host waits once.
+    """
+    fused.to(device).eval()
+    correct = torch.zeros(count, dtype=torch.long, device=device)
+    loss = torch.zeros(count, dtype=torch.float64, device=device)
+    for start in range(0, len(data), batch_size):
+        xb = data.x[start : start + batch_size].to(device)
+        yb = data.y[start : start + batch_size].to(device)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = fused(xb)  # [B, n, classes]
+        correct += (logits.argmax(2) == yb[:, None]).sum(0)
+        per_image = F.cross_entropy(logits.float().transpose(1, 2), yb[:, None].expand(-1, count), reduction="none")
+        loss += per_image.sum(0).double()
+    n = max(len(data), 1)
+    return [(lo / n, 100.0 * c / n) for lo, c in zip(loss.tolist(), correct.tolist())]

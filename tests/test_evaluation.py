@@ -100,3 +100,49 @@ def test_in_process_scoring_uses_one_cpu_thread_and_restores_the_count(ctx):
         assert seen == [1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_archs_trained_fused_give_the_same_results_whatever_the_workers(ctx):
+    archs = ctx.space.sample(5, seed=2)
+    proxy = TrainProxy(epochs=2, batch_size=64, arch_batch=2, scores=("val_acc", "sotl_1"))
+    calls = []
+    serial = score_all(proxy, archs, ctx, workers=1)
+    parallel = score_all(proxy, archs, ctx, workers=2, progress=lambda d, t, **i: calls.append(d))
+    assert [r["arch"] for r in parallel] == archs
+    assert [r["values"] for r in parallel] == [r["values"] for r in serial]  # exactly: groups do not depend on workers
+    assert sorted(calls) == [1, 2, 3, 4, 5]
+    alone = score_all(TrainProxy(epochs=2, batch_size=64, scores=("val_acc", "sotl_1")), archs, ctx, workers=2)
+    for fused, single in zip(serial, alone):
+        assert fused["values"]["val_acc"] == pytest.approx(single["values"]["val_acc"], abs=1.0)
+        assert fused["values"]["sotl_1"] == pytest.approx(single["values"]["sotl_1"], abs=1e-3)
+        assert len(fused["curve"]) == 2
+
+
+def test_an_arch_batch_larger_than_the_population_trains_them_all_at_once(ctx, monkeypatch):
+    import proxynas.proxies.training as training
+
+    sizes = []
+    real = training.fit_fused
+    monkeypatch.setattr(training, "fit_fused", lambda fused, *a, **k: sizes.append(len(k["labels"])) or real(fused, *a, **k))
+    archs = ctx.space.sample(3, seed=0)
+    results = score_all(TrainProxy(epochs=1, batch_size=64, arch_batch=16), archs, ctx, workers=2)
+    assert sizes == [3] and [r["arch"] for r in results] == archs
+
+
+def test_a_diverging_arch_in_a_fused_batch_stops_the_run_naming_it(ctx):
+    archs = [ctx.space.sample(1, seed=0)[0], "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|"]
+    proxy = TrainProxy(epochs=3, batch_size=64, lr=1e30, arch_batch=2)
+    with pytest.raises(DivergenceError, match=r"^training \|.*: loss became (nan|inf) at epoch \d; lower proxy.lr \(now 1e\+30\)$"):
+        score_all(proxy, archs, ctx, workers=1)
+
+
+def test_an_arch_batch_too_large_for_memory_is_one_line_naming_the_setting(ctx, monkeypatch):
+    import proxynas.proxies.training as training
+    from proxynas.errors import ConfigError
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(training, "fit_fused", out_of_memory)
+    with pytest.raises(ConfigError, match=r"^proxy.arch_batch=8: 3 networks trained at once do not fit in the memory of cpu; lower proxy.arch_batch$"):
+        score_all(TrainProxy(epochs=1, arch_batch=8), ctx.space.sample(3, seed=0), ctx, workers=1)

@@ -228,3 +228,36 @@ def test_a_teacher_relabels_every_batch_and_its_labels_replace_the_images_own():
         predicted = net(data.x).argmax(1)
     assert (predicted == (data.y + 1) % 3).float().mean() > 0.9
     assert not teacher.training  # relabelling runs the teacher in eval mode
+
+
+class _GoesNaN(nn.Module):
+    """A classifier whose output turns NaN from its ``after``-th training forward on."""
+
+    def __init__(self, after: int):
+        super().__init__()
+        self.body, self.calls, self.after = _net(), 0, after
+
+    def forward(self, x):
+        self.calls += self.training
+        out = self.body(x)
+        return out * float("nan") if self.calls > self.after else out
+
+
+@pytest.mark.parametrize("check_every", [1, 4, 1000])
+def test_the_device_side_divergence_check_names_the_first_bad_epoch_however_rarely_it_is_read(check_every):
+    # 60 images, batch 20: 3 steps an epoch; the 8th forward is in epoch 2 (0-based)
+    with pytest.raises(DivergenceError, match=r"^training arch-y: loss became nan at epoch 2; lower proxy.lr \(now 0.1\)$"):
+        train_model(_GoesNaN(after=7), _blobs(), TrainSettings(epochs=30, batch_size=20), device=CPU, seed=0,
+                    label="arch-y", check_every=check_every)
+
+
+def test_flip_augmentation_draws_from_the_step_seed_not_the_global_generator():
+    def trained(global_seed):
+        torch.manual_seed(0)
+        net = _net()
+        torch.manual_seed(global_seed)  # what else drew random numbers before training
+        return train_model(net, _blobs(), TrainSettings(epochs=2, batch_size=8, augment="flip"), device=CPU, seed=0)
+
+    first, second = trained(1), trained(2)
+    for p, q in zip(first.parameters(), second.parameters()):
+        assert torch.equal(p, q)

@@ -50,6 +50,10 @@ class RunConfig(Checked):
     ledger: str = "sqlite:///.proxynas/ledger.db"
     #: processes that train architectures in parallel on a CPU; None = one per core
     workers: int | None = checked(None, ge=1)
+    #: a database URL (``sqlite:///path.db``, ``postgresql://user@host/db``) through which
+    #: every process running this pipeline shares the archs of each scoring stage, one
+    #: Optuna trial per arch (:mod:`proxynas.distributed_scoring`); empty = score locally
+    storage: str = ""
 
 
 @dataclass(frozen=True)
@@ -243,6 +247,14 @@ class PipelineConfig:
                 self.space.validate(self.teacher.arch)
             except (ValueError, KeyError) as exc:
                 raise ValueError(f"teacher.arch: {exc}; use {CONVNET!r} or an architecture of the space") from None
+        for where, proxy in [("proxy", self.proxy), ("reference", self.reference), *(
+            (f"baselines.{name}", p) for name, p in self.baselines.items()
+        )]:
+            if proxy.archs_per_scoring() > 1 and not self.space.fuses:
+                raise ValueError(
+                    f"{where}.arch_batch={proxy.archs_per_scoring()} trains architectures fused, which the"
+                    f" {self.space.name} space does not support; set {where}.arch_batch: 1"
+                )
         rows = self.row_names()
         for name, spec in self.combined.items():
             if name in rows:

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
+from proxynas.fields import KEYED_WHEN_SET
+
 if TYPE_CHECKING:
     from proxynas.engine.graph import Stage
 
@@ -34,7 +36,8 @@ def canonicalize(obj: Any) -> Any:
     """A JSON-able, order-independent form of ``obj`` for hashing.
 
     Handles None, bool, int, str, float (by ``repr``, so exact and NaN-safe),
-    dataclasses (class qualname + fields), mappings (sorted keys), tuples/lists,
+    dataclasses (class qualname + fields, less those flagged ``keyed_when_set``
+    that hold their default), mappings (sorted keys), tuples/lists,
     sets, paths and enums. Anything else raises TypeError naming the type.
     """
     if isinstance(obj, enum.Enum):  # first: IntEnum / StrEnum are ints / strs too
@@ -48,7 +51,11 @@ def canonicalize(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         form = {
             "__dataclass__": type(obj).__qualname__,
-            "fields": {f.name: canonicalize(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+            "fields": {
+                f.name: canonicalize(getattr(obj, f.name))
+                for f in dataclasses.fields(obj)
+                if not _unset(obj, f)
+            },
         }
         version = _class_version(obj)
         if version is not None:
@@ -70,6 +77,14 @@ def canonicalize(obj: Any) -> Any:
         f"cannot canonicalise a {type(obj).__module__}.{type(obj).__qualname__} for a cache key; "
         "use a frozen dataclass, a mapping, a list/tuple, a Path, an enum or a scalar"
     )
+
+
+def _unset(obj: Any, field: dataclasses.Field) -> bool:
+    """A field flagged ``keyed_when_set`` (:func:`proxynas.fields.checked`) that holds its default."""
+    if not field.metadata.get(KEYED_WHEN_SET):
+        return False
+    default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+    return getattr(obj, field.name) == default
 
 
 def _class_version(obj: Any) -> str | None:

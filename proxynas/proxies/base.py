@@ -108,6 +108,20 @@ class Proxy(Checked, ABC):
         """
         return Scored({"value": float(self.score(arch, ctx))})
 
+    def archs_per_scoring(self) -> int:
+        """How many archs :meth:`score_batch` trains at once (1, the default: one at a time)."""
+        return 1
+
+    def score_batch(self, archs: Sequence[str], ctx: ProxyContext) -> list[Scored]:
+        """:meth:`score_values` of each of ``archs`` (at most :meth:`archs_per_scoring`), in order.
+
+        The default scores them one by one; a proxy that trains several
+        networks at once (:class:`~proxynas.proxies.training.TrainProxy`'s
+        ``arch_batch``) overrides it, giving each arch what scoring it alone
+        gives, up to float rounding.
+        """
+        return [self.score_values(arch, ctx) for arch in archs]
+
     def combine(self, raw: Sequence[Any]) -> list[float]:
         """Final values of a population from its ``score`` results (same order).
 

@@ -31,7 +31,8 @@ from proxynas.data.types import ImageData
 from proxynas.errors import ConfigError
 from proxynas.fields import checked
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext, Scored
-from proxynas.training import EpochRecord, TrainSettings, fit
+from proxynas.models.fused import NotFusable
+from proxynas.training import EpochRecord, TrainSettings, fit, fit_fused
 
 #: what ``scores`` may name
 SCORE_FORMS = "val_acc, val_loss, sotl_<E> (E a positive integer), val_acc@<P>% (P in 1..100)"
@@ -109,11 +110,20 @@ class TrainProxy(TrainSettings, Proxy):
     * ``scores``: the named values one training reports (module doc), the
       first being the row's value: ``val_acc`` (default), ``val_loss``,
       ``sotl_<E>`` (SoTL-E, Ru et al., NeurIPS 2021), ``val_acc@<P>%``
-      (needs ``curve_every`` to divide that epoch).
+      (needs ``curve_every`` to divide that epoch);
+    * ``arch_batch``: train that many architectures at once as one fused
+      network (:meth:`SearchSpace.fuse <proxynas.spaces.base.SearchSpace.fuse>`,
+      :func:`~proxynas.training.fit_fused`): each gets the initial weights,
+      batches and augmentations it gets alone, so its scores equal
+      one-by-one training up to float rounding (the tests bound the
+      difference); 1 (default) trains them one by one. It pays where a
+      network leaves the device idle (a GPU and a small summary); a value
+      too large for the device's memory fails with a one-line error.
     """
 
-    #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores
-    version: ClassVar[str] = "2"
+    #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores;
+    #: 3: ``augment: flip`` draws its coins from the step's seed, not the global generator
+    version: ClassVar[str] = "3"
     unit = "accuracy % on eval_split"
     parallel = True
     records_curves = True
@@ -121,6 +131,7 @@ class TrainProxy(TrainSettings, Proxy):
     eval_split: Literal["val", "test"] = "val"
     eval_size: int | None = checked(None, ge=1)
     scores: tuple[str, ...] = checked(("val_acc",), check=_check_scores)
+    arch_batch: int = checked(1, ge=1, keyed_when_set=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,18 +176,65 @@ class TrainProxy(TrainSettings, Proxy):
         except ValueError as exc:
             raise ConfigError(f"{ctx.setting_prefix}.eval_size={self.eval_size}: {exc}; raise it") from None
 
-    def score_values(self, arch: str, ctx: ProxyContext) -> Scored:
-        """Train once; every name of ``scores`` from the final evaluation and the learning curve."""
-        torch.manual_seed(ctx.seed)
+    def _build(self, arch: str, ctx: ProxyContext) -> torch.nn.Module:
+        torch.manual_seed(ctx.seed)  # every arch starts from the weights this seed gives it alone
         shape = ctx.dataset.shape
-        model = ctx.space.build(
-            arch, in_channels=shape[0], num_classes=ctx.dataset.num_classes, image_size=shape[1]
-        )
+        return ctx.space.build(arch, in_channels=shape[0], num_classes=ctx.dataset.num_classes, image_size=shape[1])
+
+    def _check_steps_budget(self, ctx: ProxyContext) -> None:
         if self.steps is not None:
             try:
                 self._check_budget(self.budget_epochs(len(ctx.train_data)))
             except ValueError as exc:
                 raise ConfigError(f"{ctx.setting_prefix}.{exc}") from None
+
+    def archs_per_scoring(self) -> int:
+        return self.arch_batch
+
+    def score_batch(self, archs: Sequence[str], ctx: ProxyContext) -> list[Scored]:
+        """Train ``archs`` as one fused network (``arch_batch``); their scores, in order."""
+        if len(archs) == 1:
+            return [self.score_values(archs[0], ctx)]
+        self._check_steps_budget(ctx)
+        networks = [self._build(arch, ctx) for arch in archs]
+        prefix = ctx.setting_prefix
+        try:
+            fused = ctx.space.fuse(networks)
+        except NotFusable as exc:
+            raise ConfigError(f"{prefix}.arch_batch={self.arch_batch}: {exc}; set {prefix}.arch_batch: 1") from None
+        try:
+            curves = fit_fused(
+                fused,
+                ctx.train_data,
+                self,
+                device=ctx.device,
+                seed=ctx.seed,
+                labels=list(archs),
+                setting_prefix=prefix,
+                progress=ctx.progress,
+                soft_labels=ctx.soft_labels,
+                label_loss=ctx.label_loss,
+                learned_lr=ctx.learned_lr,
+                eval_data=self.eval_data(ctx),
+                teacher=ctx.teacher,
+                temperature=ctx.temperature,
+            )
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            raise ConfigError(
+                f"{prefix}.arch_batch={self.arch_batch}: {len(archs)} networks trained at once do not fit"
+                f" in the memory of {ctx.device}; lower {prefix}.arch_batch"
+            ) from None
+        return [
+            Scored({name: _read(name, curve) for name in self.scores}, tuple(r.as_dict() for r in curve))
+            for curve in curves
+        ]
+
+    def score_values(self, arch: str, ctx: ProxyContext) -> Scored:
+        """Train once; every name of ``scores`` from the final evaluation and the learning curve."""
+        model = self._build(arch, ctx)
+        self._check_steps_budget(ctx)
         fitted = fit(
             model,
             ctx.train_data,
@@ -198,6 +256,11 @@ class TrainProxy(TrainSettings, Proxy):
 
     def score(self, arch: str, ctx: ProxyContext) -> float:
         return self.score_values(arch, ctx).values[self.scores[0]]
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's)."""
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 def _read(name: str, curve: Sequence[EpochRecord]) -> float:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Protocol
+from typing import ClassVar, Iterator, Protocol, Sequence
 
 import torch
 
+from proxynas.models.fused import NotFusable
 from proxynas.registry import Registry
 
 SEARCH_SPACES: Registry[type["SearchSpace"]] = Registry("search space")
@@ -85,6 +86,19 @@ class SearchSpace(ABC):
 
         The network also implements :class:`FeatureNetwork` (the contract suite checks it).
         """
+
+    #: :meth:`fuse` can train several of this space's networks as one
+    fuses: ClassVar[bool] = False
+
+    def fuse(self, networks: Sequence[torch.nn.Module]) -> torch.nn.Module:
+        """One module training ``networks`` (built by :meth:`build`) side by side.
+
+        Its forward maps a batch to ``[B, n, classes]`` logits (network k in
+        column k) and its ``write_back()`` copies the trained weights into
+        ``networks``; see :mod:`proxynas.models.fused`. Spaces whose networks
+        cannot be fused (``fuses = False``) raise NotFusable.
+        """
+        raise NotFusable(f"the {self.name} space cannot fuse networks")
 
     def num_params(self, arch: str, *, in_channels: int, num_classes: int, image_size: int) -> int:
         """Trainable parameters of the built network.

@@ -31,6 +31,7 @@ import torch
 
 from proxynas.errors import ArchError, ConfigError
 from proxynas.spaces.base import SEARCH_SPACES
+from proxynas.spaces.nb201_fused import FusedNB201Network
 from proxynas.spaces.nb201_network import NB201Network
 from proxynas.spaces.nb201_ops import CELL_OPS
 from proxynas.spaces.product import ProductSpace
@@ -234,6 +235,12 @@ class NB201Space(ProductSpace):
         return f"in 0..{len(ops) - 1} (indices into ops {', '.join(ops)})"
 
     # -- networks -----------------------------------------------------------
+
+    fuses: ClassVar[bool] = True
+
+    def fuse(self, networks: Sequence[torch.nn.Module]) -> torch.nn.Module:
+        """The networks' skeletons stacked and each cell edge run once per op (:mod:`.nb201_fused`)."""
+        return FusedNB201Network(networks)
 
     def build(self, arch: str, *, in_channels: int, num_classes: int, image_size: int) -> torch.nn.Module:
         """The NB201 network; it is size-agnostic (global pooling), so ``image_size`` is only checked."""

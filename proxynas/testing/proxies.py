@@ -121,6 +121,9 @@ class ProxyContract:
     worse: ClassVar[str] = ALL_NONE
     #: why the higher-is-better check cannot apply to this proxy; empty = it is checked
     direction_unchecked: ClassVar[str] = ""
+    #: how far an arch's values may move when :meth:`Proxy.score_batch` scores it with
+    #: others (0: exactly equal; a proxy training archs fused states its float tolerance)
+    batch_tolerance: ClassVar[float] = 0.0
 
     @classmethod
     def plugin_type(cls) -> type:
@@ -190,6 +193,20 @@ class ProxyContract:
         archs = list(self.archs)
         better, worse = scores.values[archs.index(self.better)], scores.values[archs.index(self.worse)]
         assert better > worse, f"{self.better} should score above {self.worse}: {better} vs {worse}"
+
+    def test_scoring_archs_together_gives_each_its_own_values(self, scorer, ctx):
+        archs = list(self.archs)
+        if scorer.combines:
+            return  # a combining proxy's population is scored one arch at a time (evaluation.chunks)
+        together = scorer.score_batch(archs, ctx)
+        assert len(together) == len(archs), f"score_batch of {len(archs)} archs gave {len(together)} results"
+        for arch, scored in zip(archs, together):
+            alone = scorer.score_values(arch, ctx)
+            assert list(scored.values) == list(alone.values), arch
+            for name, value in alone.values.items():
+                assert scored.values[name] == pytest.approx(value, abs=self.batch_tolerance, nan_ok=True), (arch, name)
+            assert len(scored.curve) == len(alone.curve), arch
+        assert scorer.archs_per_scoring() >= 1
 
     # -- identity ---------------------------------------------------------------------
 

@@ -53,11 +53,17 @@ def test_set_overrides_reach_plugins():
         ("space.name=darts", "unknown search space 'darts'"),
         ("proxy.lr=-1", "proxy: lr must be > 0"),
         ("report.top_k=50", "report.top_k=50 exceeds sample.num_archs=20"),
+        ("proxy.arch_batch=0", "proxy: arch_batch must be an integer >= 1, got 0"),
+        (
+            "space={name: convnet720}|proxy.arch_batch=4",
+            "proxy.arch_batch=4 trains architectures fused, which the convnet720 space does not support;"
+            " set proxy.arch_batch: 1",
+        ),
     ],
 )
 def test_bad_settings_give_one_line_errors(override, message):
     with pytest.raises(ConfigError) as err:
-        load_config(PIPELINES[0].parent / "quickstart.yaml", [override])
+        load_config(PIPELINES[0].parent / "quickstart.yaml", override.split("|"))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 

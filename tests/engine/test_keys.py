@@ -114,3 +114,22 @@ def test_a_plugins_class_version_is_part_of_its_canonical_form(monkeypatch):
     # a dataclass whose version is a field keeps it among its fields, once
     assert "__version__" not in canonicalize(VersionField()) and canonicalize(VersionField())["fields"] == {"version": "a"}
     assert "__version__" not in canonicalize(Cfg(0.1, 3))
+
+
+def test_a_setting_keyed_when_set_leaves_keys_unchanged_at_its_default():
+    from proxynas.engine.keys import canonical_json
+    from proxynas.fields import checked
+
+    @dataclass(frozen=True)
+    class Before:
+        lr: float = 0.1
+
+    @dataclass(frozen=True)
+    class After:  # the same plugin with a setting added later
+        lr: float = 0.1
+        batch: int = checked(1, ge=1, keyed_when_set=True)
+
+    Before.__qualname__ = After.__qualname__ = "Plugin"
+    assert canonical_json(After()) == canonical_json(Before())
+    assert canonical_json(After(batch=4)) != canonical_json(Before())
+    assert '"batch":4' in canonical_json(After(batch=4))

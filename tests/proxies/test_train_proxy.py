@@ -8,3 +8,10 @@ class TestTrainContract(ProxyContract):
     # learnable data, so a connected cell beats the disconnected one (which stays at chance)
     proxy = TrainProxy(epochs=3, batch_size=8, lr=0.1)
     splits = separable_data()
+
+
+class TestFusedTrainContract(ProxyContract):
+    # three archs trained as one fused network; accuracies on 48 images may move by one image
+    proxy = TrainProxy(epochs=3, batch_size=8, lr=0.1, arch_batch=3, scores=("val_acc", "sotl_2"))
+    splits = separable_data()
+    batch_tolerance = 100 / 48 + 1e-9
