@@ -34,7 +34,7 @@ def load_pipeline(
 def build_runner(config: PipelineConfig, hooks: Sequence[Hook] = (), *, pipeline: PipelineGraph | None = None) -> Runner:
     """A runner of ``config``'s stage graph over its cache, with ``hooks`` and the run's resources.
 
-    Resources (device, worker count) are injected into the stages that
+    Resources (device, worker count, the storage of distributed scoring) are injected into the stages that
     declare them and are not part of any cache key.
     """
     pipeline = pipeline if pipeline is not None else build_graph(config)
@@ -43,7 +43,11 @@ def build_runner(config: PipelineConfig, hooks: Sequence[Hook] = (), *, pipeline
         pipeline.graph,
         Cache(Path(config.run.cache_dir)),
         hooks=hooks,
-        resources={"device": device, "workers": config.run.workers or default_workers(device)},
+        resources={
+            "device": device,
+            "workers": config.run.workers or default_workers(device),
+            "storage": config.run.storage or None,
+        },
     )
 
 

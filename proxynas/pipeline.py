@@ -133,8 +133,14 @@ def evaluate(
     summary: Summary | None = None,
     progress: Progress = null_progress,
     teacher: Teacher | None = None,
+    storage: str | None = None,
+    stage_key: str = "",
 ) -> list[dict[str, Any]]:
     """Score every architecture with one proxy; ``[{arch, value, seconds}]`` (see :func:`score_all`).
+
+    With a ``storage`` URL (``run.storage``) the archs are shared with every
+    other process running this stage, one Optuna trial per arch in the study
+    named after the stage's key (:func:`~proxynas.distributed_scoring.score_distributed`).
 
     With a ``teacher`` a training proxy learns the teacher's labels of every
     augmented batch at ``params["temperature"]`` (see :mod:`proxynas.teacher`).
@@ -154,6 +160,12 @@ def evaluate(
         teacher=teacher.model if teacher is not None else None,
         temperature=float(params.get("temperature", 4.0)),
     )
+    if storage:
+        from proxynas.distributed_scoring import score_distributed  # imports Optuna: only when asked
+
+        return score_distributed(
+            params["proxy"], archs, ctx, storage=storage, study_name=f"proxynas-{stage_key}", progress=progress
+        )
     return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
 
 
@@ -430,6 +442,7 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
                 train_teacher,
                 inputs=("dataset",),
                 outputs=(TEACHER, TEACHER_SECONDS),
+                version="2",  # 2: its default flips are drawn from each step's seed
                 # the student's temperature is not part of the teacher: changing it reuses the teacher
                 params={
                     "settings": config.teacher.network_settings(),

@@ -452,3 +452,20 @@ def test_a_distiller_matching_through_the_spaces_cells_is_given_the_space(tiny):
     assert "space" not in graph.stage("distill_dm").params  # a ConvNet DM's key does not depend on the space
     outputs = build_runner(config).run(targets=["distill_dm_space"])
     assert outputs["summary_dm_space"].data.x.shape[0] == 2 * 10
+
+
+def test_run_storage_scores_each_arch_as_a_trial_of_the_stages_study_with_the_local_results(tiny, tmp_path):
+    from proxynas.app import build_runner
+    from proxynas.distributed_scoring import ARCH_ATTR
+
+    url = f"sqlite:///{tmp_path / 'scoring.db'}"
+    local = build_runner(load_config(QUICKSTART, tiny)).run(targets=["proxy_random"])
+    shared_config = load_config(QUICKSTART, [*tiny, f"run.cache_dir={tmp_path / 'other'}", f"run.storage={url}"])
+    runner = build_runner(shared_config)
+    shared = runner.run(targets=["proxy_random"])
+    key = {s.name: s.key for s in runner.status()}["proxy_random"]
+    assert [r["values"] for r in shared["scores_random"]] == [r["values"] for r in local["scores_random"]]
+    trials = optuna.load_study(study_name=f"proxynas-{key}", storage=url).get_trials()
+    assert sorted(t.user_attrs[ARCH_ATTR] for t in trials if t.state.name == "COMPLETE") == sorted(
+        r["arch"] for r in local["scores_random"]
+    )

@@ -4,7 +4,9 @@ Stage code never touches files or trackers: the runner owns caching (through a
 :class:`Cache`), I/O and tracking (through :class:`Hook` objects), and injects
 *resources* (a device, a ledger, a ``progress`` callable...) into the stage
 functions that declare a parameter of that name. Resources are not part of any
-cache key.
+cache key. A stage may also declare ``stage_key`` to receive its own cache key:
+a name for work it shares with other processes running the same stage (e.g.
+the study of :mod:`proxynas.distributed_scoring`), the same in every process.
 
 Outputs are lazy: a cached stage's entry is read only when a stage that must run
 needs one of its outputs, or when the caller (or a hook) reads it from the
@@ -179,6 +181,8 @@ class _Execution:
                 kwargs[name] = resource
         if sig.declares("progress"):
             kwargs["progress"] = _StageProgress(self, stage, self.runner.resources.get("progress"))
+        if sig.declares("stage_key"):
+            kwargs["stage_key"] = self.keys[stage.name]
         return kwargs
 
     def execute(self, stage: Stage) -> None:
@@ -278,8 +282,8 @@ class Runner:
     def _check_resources(self) -> None:
         data_names = {i for s in self.graph.stages for i in s.inputs} | set(self.graph.external_inputs)
         for name, value in self.resources.items():
-            if name == "params":
-                raise GraphError("'params' cannot be a resource (it is the stage's config); rename the resource")
+            if name in ("params", "stage_key"):
+                raise GraphError(f"{name!r} cannot be a resource (the runner passes it); rename the resource")
             if name in data_names:
                 raise GraphError(
                     f"resource {name!r} has the name of a stage input; rename the resource or the input"
@@ -290,7 +294,7 @@ class Runner:
             sig = stage.signature
             if sig is None:
                 continue
-            allowed = set(stage.inputs) | {"params", "progress"} | set(self.resources)
+            allowed = set(stage.inputs) | {"params", "progress", "stage_key"} | set(self.resources)
             missing = sorted(sig.required - allowed)
             if missing:
                 raise GraphError(

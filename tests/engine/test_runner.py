@@ -196,6 +196,21 @@ def test_missing_resource_is_reported_at_construction():
         Runner(graph, None, resources={"device": "cpu", "x": 1})
 
 
+def test_a_stage_that_declares_stage_key_receives_its_own_cache_key(tmp_path):
+    seen = []
+
+    def train(x, stage_key):
+        seen.append(stage_key)
+        return x + 1
+
+    graph = Graph([Stage("train", train, inputs=("x",), outputs=("y",))], external_inputs=["x"])
+    runner = Runner(graph, Cache(tmp_path))
+    assert runner.run({"x": 1})["y"] == 2
+    assert seen == [runner.status({"x": 1})[0].key]
+    with pytest.raises(GraphError, match="'stage_key' cannot be a resource"):
+        Runner(graph, None, resources={"stage_key": "mine"})
+
+
 class Recorder(Hook):
     def __init__(self):
         self.events = []
