@@ -36,6 +36,8 @@ from proxynas.storage import prepare_sqlite
 
 #: the system attribute RetryHeartbeatStaleTrialCallback puts on a retry (the failed trial's number)
 RETRY_ATTR = "failed_trial"
+#: the system attribute listing every earlier attempt of a retried trial
+RETRY_HISTORY_ATTR = "retry_history"
 OVER_BUDGET = "over_budget"
 
 
@@ -157,7 +159,11 @@ class Budget:
 
 def budget(trials: Sequence[FrozenTrial]) -> Budget:
     """Which trials hold a slot: all but retried stale attempts and over-budget skips."""
+    # Optuna's retry of a retry names the *original* trial in ``failed_trial``; every attempt
+    # it replaces is in its ``retry_history``, so a second death of the same task still
+    # hands its slot on instead of holding one more
     retried = {t.system_attrs.get(RETRY_ATTR) for t in trials} - {None}
+    retried |= {n for t in trials for n in t.system_attrs.get(RETRY_HISTORY_ATTR, ())}
     counted = []
     for t in trials:
         if t.state == TrialState.FAIL and t.number in retried:

@@ -61,7 +61,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from proxynas import errors
-from proxynas.distributed import OVER_BUDGET, RETRY_ATTR, open_storage, run_worker
+from proxynas.distributed import OVER_BUDGET, RETRY_ATTR, RETRY_HISTORY_ATTR, open_storage, run_worker
 from proxynas.errors import ConfigError, PipelineError, ProxynasError
 from proxynas.evaluation import _progress_info, _results, _score_chunk, chunks
 from proxynas.progress import Progress, null_progress
@@ -77,7 +77,7 @@ ERROR_ATTR = "error"
 #: study user attr, set by the creating process once every arch is enqueued: their number
 ENQUEUED_ATTR = "archs_enqueued"
 #: Optuna's record of the attempts before a retry (RetryHeartbeatStaleTrialCallback)
-HISTORY_ATTR = "retry_history"
+HISTORY_ATTR = RETRY_HISTORY_ATTR
 
 
 def score_distributed(

@@ -186,6 +186,19 @@ def test_budget_ignores_retried_attempts_and_over_budget_skips():
     assert state.counted == (1, 3) and state.used == 2 and state.running == 0
 
 
+def test_a_task_whose_worker_dies_twice_holds_one_slot():
+    # Optuna's retry of a retry names the original trial in failed_trial and lists both earlier attempts
+    study = optuna.create_study()
+    study.tell(study.ask(), state=TrialState.FAIL)  # 0: the first worker died
+    study.add_trial(optuna.trial.create_trial(
+        params={}, distributions={}, state=TrialState.FAIL, system_attrs={RETRY_ATTR: 0, "retry_history": [0]}
+    ))  # 1: its retry's worker died too
+    study.add_trial(optuna.trial.create_trial(
+        params={}, distributions={}, value=1.0, system_attrs={RETRY_ATTR: 0, "retry_history": [0, 1]}
+    ))  # 2: the second retry finished
+    assert budget(study.get_trials()).counted == (2,)
+
+
 def test_single_worker_stops_at_the_budget(sqlite_url):
     study = open_study("solo", open_storage(sqlite_url))
     done = run_worker(study, lambda t: t.suggest_float("x", 0, 1), 5)

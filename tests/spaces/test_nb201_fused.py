@@ -123,3 +123,15 @@ def test_networks_of_different_skeletons_are_not_fused():
     other = NB201Space(channels=8, cells_per_stage=1)
     with pytest.raises(NotFusable, match="differs"):
         FusedNB201Network([_build(ARCH), _build(ARCH, other)])
+
+
+def test_a_channels_last_fused_network_computes_the_same():
+    # CUDA runs the fused network channels-last; its gathers and concatenations must not care
+    torch.set_num_threads(1)
+    nets = [_build(a) for a in ARCHS]
+    fused = FusedNB201Network(nets).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    out = fused(x)
+    out.sum().backward()
+    for k, net in enumerate(nets):
+        torch.testing.assert_close(out[:, k], net(x.contiguous()), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,292 @@
+"""Architectures per minute of the training proxy: a naive loop, the per-arch path, worker processes, fused batches.
+
+    python benchmarks/throughput.py --size cpu               # C=8 N=1, 16x16, ipc 10, 100 steps
+    python benchmarks/throughput.py --size gpu --archs 1000  # C=16 N=5, 32x32, ipc 50, 200 epochs
+
+Every variant trains the same uniformly drawn NB201 cells (``--seed``) on the
+same summary (a seeded random ``ipc``-per-class subset of the training split)
+with the same recipe (the CPU fidelity pipeline's: Nesterov SGD, cosine, DSA,
+batch 256) and scores them on the same ``--eval-size`` validation images:
+
+(a) ``naive``: written here, independently of proxynas's training code, the
+    way DC-Bench scores a network (``evaluate_synset``): one arch at a time,
+    a plain loop reading the loss (``loss.item()``) and the training
+    accuracy on the host every step, evaluation batch by batch, torch's
+    default thread count;
+(b) ``per-arch``: proxynas's path, ``score_all`` with one arch per training
+    (``arch_batch: 1``), in-process;
+(c) ``workers=N``: (b) in N forked worker processes (``run.workers``; what
+    ``--jobs`` does for whole rows) -- CPU only;
+(d) ``fused K``: ``TrainProxy(arch_batch=K)``, K networks trained as one
+    (:mod:`proxynas.models.fused`), in-process and, on a CPU, in N workers.
+
+It prints one table: seconds, archs/minute, the speed-up over (a), peak
+memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS) and, on
+a GPU, the mean utilisation sampled from ``nvidia-smi`` while the variant
+ran; the wall time all 15,625 NB201 cells would take at the fastest rate
+measured (an extrapolation, said so); then (a), (b) and the largest-K (d)
+side by side on every arch (final validation accuracy) with their pairwise
+agreement: (a) and (b) run the same algorithm and differ only in float
+rounding (thread count), which gives the noise floor (d) is held to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proxynas.augment import DSA  # noqa: E402
+from proxynas.data.types import DatasetSplits, ImageData  # noqa: E402
+from proxynas.device import resolve_device  # noqa: E402
+from proxynas.evaluation import score_all  # noqa: E402
+from proxynas.metrics.rank import spearman  # noqa: E402
+from proxynas.proxies import ProxyContext, TrainProxy  # noqa: E402
+from proxynas.proxies.training import stratified_subset  # noqa: E402
+from proxynas.spaces import NB201Space  # noqa: E402
+from workplace import WORKPLACE_CIFAR10  # noqa: E402
+
+NB201_CELLS = 15_625
+
+
+@dataclass(frozen=True)
+class Size:
+    channels: int
+    cells: int
+    image_size: int
+    ipc: int
+    epochs: int | None
+    steps: int | None
+
+
+SIZES = {
+    "cpu": Size(channels=8, cells=1, image_size=16, ipc=10, epochs=None, steps=100),
+    "gpu": Size(channels=16, cells=5, image_size=32, ipc=50, epochs=200, steps=None),
+}
+
+
+# -- (a): the naive loop, independent of proxynas.training ----------------------------
+def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: ImageData, proxy: TrainProxy,
+                 device: torch.device, seed: int) -> list[float]:
+    """Final validation accuracy (%) of each arch, trained one after another by a plain loop."""
+    dsa = DSA(per_sample=True)
+    accs = []
+    for arch in archs:
+        torch.manual_seed(seed)
+        net = space.build(arch, in_channels=data.shape[0], num_classes=data.num_classes,
+                          image_size=data.shape[1]).to(device)
+        net.train()
+        n = len(train)
+        batch = min(proxy.batch_size, n)
+        per_epoch = math.ceil(n / batch)
+        total = proxy.steps if proxy.steps is not None else proxy.epochs * per_epoch
+        opt = torch.optim.SGD(net.parameters(), lr=proxy.lr, momentum=proxy.momentum,
+                              weight_decay=proxy.weight_decay, nesterov=True)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        x_all, y_all = train.x.to(device), train.y.to(device)
+        gen = torch.Generator().manual_seed(seed)
+        step, loss_avg, correct = 0, 0.0, 0
+        while step < total:
+            order = torch.randperm(n, generator=gen).to(device)
+            for i in range(per_epoch):
+                if step == total:
+                    break
+                idx = order[i * batch:(i + 1) * batch]
+                img = dsa(x_all[idx], seed=seed * 1_000_003 + step)
+                out = net(img)
+                loss = F.cross_entropy(out, y_all[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_avg += loss.item() * len(idx)  # DC-Bench reads both on the host every step
+                correct += int((out.argmax(1).cpu() == y_all[idx].cpu()).sum())
+                step += 1
+        net.eval()
+        hits = 0
+        with torch.no_grad():
+            for start in range(0, len(held_out), 256):
+                xb = held_out.x[start:start + 256].to(device)
+                hits += int((net(xb).argmax(1).cpu() == held_out.y[start:start + 256]).sum())
+        accs.append(100.0 * hits / len(held_out))
+    return accs
+
+
+# -- measuring ------------------------------------------------------------------------
+class GpuSampler:
+    """Mean GPU utilisation (%) from ``nvidia-smi`` while the block runs (None off CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.enabled = device.type == "cuda"
+        self.samples: list[float] = []
+
+    def __enter__(self):
+        if self.enabled:
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._sample, daemon=True)
+            self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-i", str(torch.cuda.current_device())], capture_output=True, text=True,
+                                     timeout=5)
+                self.samples.append(float(out.stdout.strip().splitlines()[0]))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                return
+            self.stop.wait(0.2)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.stop.set()
+            self.thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _timed(device: torch.device, fn):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    with GpuSampler(device) as gpu:
+        start = time.perf_counter()
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+    return result, seconds, _peak_memory_mb(device), gpu.mean
+
+
+def _load(size: Size, data_root: str | None, seed: int) -> tuple[DatasetSplits, str]:
+    root = data_root or (str(WORKPLACE_CIFAR10) if WORKPLACE_CIFAR10.is_file() else None)
+    if root is None:
+        from proxynas.data import Digits
+
+        return Digits().load(), "sklearn digits (no CIFAR-10 found: pass --data-root)"
+    from proxynas.data import DATASETS
+
+    source = DATASETS.get("imagefolder")(root=root, image_size=size.image_size, val_fraction=0.1)
+    return source.load(), f"CIFAR-10 {size.image_size}x{size.image_size} ({root})"
+
+
+def _summary(data: DatasetSplits, ipc: int, seed: int) -> ImageData:
+    gen = torch.Generator().manual_seed(seed)
+    picked = [torch.nonzero(data.train.y == k).flatten() for k in range(data.num_classes)]
+    idx = torch.cat([m[torch.randperm(len(m), generator=gen)[:ipc]] for m in picked])
+    return data.train.subset(idx.sort().values)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="cpu")
+    parser.add_argument("--archs", type=int, default=16, help="uniformly drawn NB201 cells (default 16)")
+    parser.add_argument("--naive-archs", type=int, default=None,
+                        help="archs for (a) and (b), the slow loops (default: all); rates are per arch")
+    parser.add_argument("--k", default="4,8,16", help="comma list of arch_batch values for (d)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for (c) and (d) on a CPU")
+    parser.add_argument("--eval-size", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root", help="CIFAR-10 ImageFolder folder or .tar.gz (default: the workplace copy)")
+    args = parser.parse_args(argv)
+
+    size = SIZES[args.size]
+    device = resolve_device(args.device)
+    data, described = _load(size, args.data_root, args.seed)
+    train = _summary(data, size.ipc, args.seed)
+    held_out = stratified_subset(data.val, args.eval_size, args.seed)
+    space = NB201Space(channels=size.channels, cells_per_stage=size.cells)
+    archs = space.sample(args.archs, seed=args.seed)
+    slow = archs[: args.naive_archs or len(archs)]
+    proxy = TrainProxy(batch_size=256, lr=0.05, augment="dsa", eval_size=args.eval_size,
+                       **({"steps": size.steps} if size.steps else {"epochs": size.epochs}))
+    ctx = ProxyContext(space=space, dataset=replace(data, val=held_out), train_data=train, device=device,
+                       seed=args.seed)
+    cpu = device.type == "cpu"
+    threads = torch.get_num_threads()
+    print(f"# throughput: {device} ({torch.cuda.get_device_name(device) if not cpu else f'{threads} CPU threads'}),"
+          f" NB201 C={size.channels} N={size.cells}, {described}, ipc {size.ipc} ({len(train)} images),"
+          f" {f'{size.steps} steps' if size.steps else f'{size.epochs} epochs'} of batch 256 with DSA,"
+          f" scored on {len(held_out)} val images; {len(archs)} archs (seed {args.seed}),"
+          f" {len(slow)} for the one-at-a-time loops", flush=True)
+
+    rows = []
+
+    def measure(name: str, archs_run: list[str], fn) -> list[float]:
+        result, seconds, memory, util = _timed(device, fn)
+        rate = 60 * len(archs_run) / seconds
+        rows.append((name, len(archs_run), seconds, rate, memory, util))
+        print(f"  {name:<22} {len(archs_run):>5} archs {seconds:8.1f} s {rate:8.1f} archs/min", flush=True)
+        return result
+
+    naive = measure("(a) naive loop", slow,
+                    lambda: naive_scores(slow, space, data, train, held_out, proxy, device, args.seed))
+
+    def accs(results):
+        return [r["values"]["val_acc"] for r in results]
+
+    per_arch = accs(measure("(b) per-arch", slow, lambda: score_all(proxy, slow, ctx, workers=1)))
+    if cpu:
+        measure(f"(c) workers={args.workers}", archs, lambda: score_all(proxy, archs, ctx, workers=args.workers))
+    fused: dict[int, list[float]] = {}
+    for k in [int(v) for v in args.k.split(",")]:
+        batched = replace(proxy, arch_batch=k)
+        fused[k] = accs(measure(f"(d) fused K={k}", archs, lambda: score_all(batched, archs, ctx, workers=1)))
+        if cpu:
+            measure(f"(d) fused K={k} workers={args.workers}", archs,
+                    lambda: score_all(batched, archs, ctx, workers=args.workers))
+
+    base = rows[0][3]
+    print(f"\n| variant ({device.type.upper()}) | archs | seconds | archs/min | vs (a) | peak memory MiB |"
+          + (" GPU util % |" if not cpu else ""))
+    print("|---|---|---|---|---|---|" + ("---|" if not cpu else ""))
+    for name, n, seconds, rate, memory, util in rows:
+        line = f"| {name} | {n} | {seconds:.1f} | {rate:.1f} | {rate / base:.2f}x | {memory:.0f} |"
+        print(line + (f" {util:.0f} |" if not cpu and util is not None else " n/a |" if not cpu else ""))
+    best_name, _, _, best_rate, _, _ = max(rows, key=lambda r: r[3])
+    print(f"\nall {NB201_CELLS:,} NB201 cells at the fastest rate measured ({best_name}, {best_rate:.1f} archs/min):"
+          f" {NB201_CELLS / best_rate / 60:.1f} h (extrapolated, not measured)")
+
+    k_best = max(fused)
+    fused_slow = fused[k_best][: len(slow)]
+    print(f"\nagreement on the same {len(slow)} archs (final val accuracy %); (a) vs (b) differ only in float"
+          " rounding (torch's thread count), which training amplifies: the noise floor of any two runs")
+    print("| pair | mean abs diff | max abs diff | Spearman |\n|---|---|---|---|")
+    for name, first, second in (("(a) naive vs (b) per-arch", naive, per_arch),
+                                (f"(b) per-arch vs (d) fused K={k_best}", per_arch, fused_slow),
+                                (f"(a) naive vs (d) fused K={k_best}", naive, fused_slow)):
+        diffs = [abs(a - b) for a, b in zip(first, second)]
+        rho = spearman(first, second) if len(first) >= 3 else float("nan")
+        print(f"| {name} | {statistics.fmean(diffs):.2f} | {max(diffs):.2f} | {rho:+.3f} |")
+    spread = statistics.pstdev(per_arch) if len(per_arch) > 1 else float("nan")
+    print(f"(spread of the archs' accuracies, (b): std {spread:.2f} points)")
+    print("\n| arch | (a) naive | (b) per-arch | (d) fused |\n|---|---|---|---|")
+    for arch, a, b, d in zip(slow, naive, per_arch, fused_slow):
+        print(f"| `{arch}` | {a:.1f} | {b:.1f} | {d:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
