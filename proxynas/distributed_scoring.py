@@ -63,9 +63,9 @@ from optuna.trial import FrozenTrial, TrialState
 from proxynas import errors
 from proxynas.distributed import OVER_BUDGET, RETRY_ATTR, RETRY_HISTORY_ATTR, open_storage, run_worker
 from proxynas.errors import ConfigError, PipelineError, ProxynasError
-from proxynas.evaluation import _progress_info, _results, _score_chunk, chunks
+from proxynas.evaluation import _progress_info, _results, _score_chunk, chunks, decode_raw, encode_raw
 from proxynas.progress import Progress, null_progress
-from proxynas.proxies.base import Proxy, ProxyContext, Scored
+from proxynas.proxies.base import Proxy, ProxyContext
 
 #: trial param: the position of the trial's arch in ``archs``
 ARCH_INDEX = "arch_index"
@@ -272,7 +272,7 @@ def _objective(proxy: Proxy, groups: Sequence[list[str]], ctx: ProxyContext, wat
             with contextlib.suppress(Exception):  # the proxy's error matters more than a lost record
                 trial.set_user_attr(ERROR_ATTR, f"{type(exc).__name__}: {_one_line(exc)}")
             raise
-        trial.set_user_attr(RESULT_ATTR, json.dumps([_encode(raw) for raw, _ in results]))
+        trial.set_user_attr(RESULT_ATTR, json.dumps([json.dumps(encode_raw(raw)) for raw, _ in results]))
         trial.set_user_attr(SECONDS_ATTR, [seconds for _, seconds in results])
         watch.in_flight = None
         return sum(seconds for _, seconds in results)
@@ -280,33 +280,12 @@ def _objective(proxy: Proxy, groups: Sequence[list[str]], ctx: ProxyContext, wat
     return objective
 
 
-def _encode(raw: Any) -> str:
-    if isinstance(raw, Scored):
-        raw = {"values": dict(raw.values), "curve": [dict(p) for p in raw.curve]}
-    return json.dumps(raw, default=_plain)
-
-
-def _plain(value: Any) -> Any:
-    """A curve entry JSON cannot write as it is (a numpy or torch scalar)."""
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot store {type(value).__name__} {value!r} as JSON")
-
-
 def _decode(proxy: Proxy, trial: FrozenTrial) -> list[tuple[Any, float]]:
     """``[(raw score, seconds)]`` of the trial's archs, as :func:`proxynas.evaluation._score_chunk` gave them."""
     return [
-        (_decode_one(proxy, json.loads(encoded)), float(seconds))
+        (decode_raw(proxy, json.loads(encoded)), float(seconds))
         for encoded, seconds in zip(json.loads(trial.user_attrs[RESULT_ATTR]), trial.user_attrs[SECONDS_ATTR])
     ]
-
-
-def _decode_one(proxy: Proxy, raw: Any) -> Any:
-    if proxy.combines:
-        return {str(k): float(v) for k, v in raw.items()}
-    if proxy.value_names():
-        return Scored({k: float(v) for k, v in raw["values"].items()}, tuple(raw["curve"]))
-    return float(raw)
 
 
 def _one_line(exc: BaseException) -> str:

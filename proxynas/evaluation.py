@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from proxynas.engine.journal import Journal
 from proxynas.progress import Progress, null_progress
 from proxynas.proxies.base import Proxy, ProxyContext, Scored
 
@@ -93,6 +94,28 @@ def _checked_values(proxy: Proxy, scored: Scored) -> Scored:
     return Scored({n: float(scored.values[n]) for n in names}, tuple(dict(p) for p in scored.curve))
 
 
+def encode_raw(raw: Any) -> Any:
+    """A raw score (float, components dict or :class:`Scored`) as plain JSON-able data."""
+    if isinstance(raw, Scored):
+        return {"values": dict(raw.values), "curve": [{k: _plain(v) for k, v in p.items()} for p in raw.curve]}
+    if isinstance(raw, dict):
+        return {str(k): float(v) for k, v in raw.items()}
+    return float(raw)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def decode_raw(proxy: Proxy, data: Any) -> Any:
+    """:func:`encode_raw`'s inverse, as :func:`_score` returns it for ``proxy``."""
+    if proxy.combines:
+        return {str(k): float(v) for k, v in data.items()}
+    if proxy.value_names():
+        return Scored({k: float(v) for k, v in data["values"].items()}, tuple(dict(p) for p in data["curve"]))
+    return float(data)
+
+
 def _score_in_worker(archs: list[str]) -> list[tuple[Any, float]]:
     return _score_chunk(_WORKER["proxy"], _WORKER["ctx"], archs)
 
@@ -152,8 +175,14 @@ def score_all(
     *,
     workers: int = 1,
     progress: Progress = null_progress,
+    journal: Journal | None = None,
 ) -> list[dict[str, Any]]:
     """``[{arch, value, seconds}]`` in the order of ``archs``.
+
+    With a ``journal`` (:mod:`proxynas.engine.journal`) each arch's raw score
+    is recorded as soon as it (or its fused group) is done, and archs already
+    recorded there are not scored again: a rerun after a kill trains only
+    the rest, with the same results (JSON keeps floats exactly).
 
     For a combining proxy the values come from ``proxy.combine`` over all of
     ``archs`` and every result also has ``components`` (its raw score dict).
@@ -161,9 +190,25 @@ def score_all(
     result also has ``values`` (name -> float, ``value`` being the first) and,
     when it trains, ``curve`` (one mapping per epoch).
     """
-    groups = chunks(proxy, list(archs))
-    parallel = workers > 1 and len(groups) > 1 and ctx.device.type == "cpu" and proxy.parallel
     out: dict[str, tuple[Any, float]] = {}
+    groups = []
+    # the groups are cut from the whole list, so a resumed run trains the same groups
+    for group in chunks(proxy, list(archs)):
+        records = [journal.get(arch) for arch in group] if journal is not None else [None]
+        if all(r is not None for r in records):
+            for arch, record in zip(group, records):
+                out[arch] = (decode_raw(proxy, record["raw"]), float(record["seconds"]))
+        else:
+            groups.append(group)
+    if out:
+        progress(len(out), len(archs), resumed=len(out))
+
+    def record(arch: str, result: tuple[Any, float]) -> None:
+        out[arch] = result
+        if journal is not None:
+            journal.put(arch, {"raw": encode_raw(result[0]), "seconds": result[1]})
+
+    parallel = workers > 1 and len(groups) > 1 and ctx.device.type == "cpu" and proxy.parallel
     if not parallel:
         # On a CPU, one thread as in the workers: float reductions depend on the
         # thread count, and results must not depend on how many workers ran.
@@ -175,7 +220,7 @@ def score_all(
                 first = len(out)
                 in_group = dataclasses.replace(ctx, progress=_epochs(progress, first, len(archs), len(group)))
                 for arch, result in zip(group, _score_chunk(proxy, in_group, group)):
-                    out[arch] = result
+                    record(arch, result)
                     progress(len(out), len(archs), **_progress_info(proxy, result[0]))
         finally:
             torch.set_num_threads(previous)
@@ -189,6 +234,6 @@ def score_all(
         futures = {pool.submit(_score_in_worker, group): group for group in groups}
         for future in as_completed(futures):
             for arch, result in zip(futures[future], future.result()):  # re-raises a worker's error here
-                out[arch] = result
+                record(arch, result)
                 progress(len(out), len(archs), **_progress_info(proxy, result[0]))
     return _results(proxy, archs, [out[a] for a in archs])

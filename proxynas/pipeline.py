@@ -37,6 +37,7 @@ from proxynas.config.pipeline import CombinedRow, PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
 from proxynas.engine import Graph, Stage
+from proxynas.engine.journal import Journal
 from proxynas.evaluation import score_all
 from proxynas.metrics.aggregation import log_rank_aggregate
 from proxynas.metrics.few_shot import few_shot_combination
@@ -135,12 +136,15 @@ def evaluate(
     teacher: Teacher | None = None,
     storage: str | None = None,
     stage_key: str = "",
+    journal: Journal | None = None,
 ) -> list[dict[str, Any]]:
     """Score every architecture with one proxy; ``[{arch, value, seconds}]`` (see :func:`score_all`).
 
     With a ``storage`` URL (``run.storage``) the archs are shared with every
     other process running this stage, one Optuna trial per arch in the study
     named after the stage's key (:func:`~proxynas.distributed_scoring.score_distributed`).
+    Otherwise each finished arch goes to the stage's ``journal``, so a killed
+    run resumes with the archs not yet scored.
 
     With a ``teacher`` a training proxy learns the teacher's labels of every
     augmented batch at ``params["temperature"]`` (see :mod:`proxynas.teacher`).
@@ -166,7 +170,7 @@ def evaluate(
         return score_distributed(
             params["proxy"], archs, ctx, storage=storage, study_name=f"proxynas-{stage_key}", progress=progress
         )
-    return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress)
+    return score_all(params["proxy"], archs, ctx, workers=workers, progress=progress, journal=journal)
 
 
 def curve_table(name: str, scores: list[dict[str, Any]]) -> Table:

@@ -146,3 +146,55 @@ def test_an_arch_batch_too_large_for_memory_is_one_line_naming_the_setting(ctx, 
     monkeypatch.setattr(training, "fit_fused", out_of_memory)
     with pytest.raises(ConfigError, match=r"^proxy.arch_batch=8: 3 networks trained at once do not fit in the memory of cpu; lower proxy.arch_batch$"):
         score_all(TrainProxy(epochs=1, arch_batch=8), ctx.space.sample(3, seed=0), ctx, workers=1)
+
+
+@dataclass(frozen=True)
+class _Interrupted(Proxy):
+    """Trains like TrainProxy but dies (as a kill would) when it reaches ``stop_at``."""
+
+    parallel = True
+    stop_at: str = ""
+
+    def score(self, arch, ctx):
+        return self.score_values(arch, ctx).values["val_acc"]
+
+    def value_names(self):
+        return ("val_acc", "sotl_1")
+
+    def score_values(self, arch, ctx):
+        if arch == self.stop_at:
+            raise KeyboardInterrupt
+        return TrainProxy(epochs=2, batch_size=64, scores=("val_acc", "sotl_1")).score_values(arch, ctx)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_journal_resumes_an_interrupted_scoring_with_the_uninterrupted_results(ctx, tmp_path, workers):
+    from proxynas.engine import Journal
+
+    archs = ctx.space.sample(5, seed=3)
+    whole = score_all(_Interrupted(), archs, ctx, workers=1)
+    journal = Journal(tmp_path / "journal")
+    with pytest.raises(KeyboardInterrupt):
+        score_all(_Interrupted(stop_at=archs[3]), archs, ctx, workers=1, journal=journal)
+    assert len(journal) == 3
+    calls = []
+    resumed = score_all(_Interrupted(), archs, ctx, workers=workers, journal=journal,
+                        progress=lambda d, t, **i: "epoch" in i or calls.append((d, i.get("resumed"))))
+    assert calls[0] == (3, 3) and [d for d, _ in calls[1:]] in ([4, 5], [5, 4])  # only two archs scored
+    assert [(r["arch"], r["values"], r["curve"]) for r in resumed] == [
+        (r["arch"], r["values"], r["curve"]) for r in whole
+    ]
+
+
+def test_a_journal_records_fused_groups_whole(ctx, tmp_path):
+    from proxynas.engine import Journal
+
+    archs = ctx.space.sample(5, seed=3)
+    proxy = TrainProxy(epochs=1, batch_size=64, arch_batch=2)
+    journal = Journal(tmp_path / "journal")
+    first = score_all(proxy, archs, ctx, journal=journal)
+    assert len(journal) == 5
+    for arch in archs[2:]:  # as if killed after the first group
+        (journal.folder / f"{__import__('hashlib').sha256(arch.encode()).hexdigest()}.json").unlink()
+    again = score_all(proxy, archs, ctx, journal=journal)
+    assert [r["values"] for r in again] == [r["values"] for r in first]

@@ -14,6 +14,7 @@ never touches files or trackers.
 from proxynas.engine.cache import Cache, CacheMiss, CacheWarning
 from proxynas.engine.graph import Graph, Stage
 from proxynas.engine.hooks import ConsoleHook, Hook
+from proxynas.engine.journal import Journal
 from proxynas.engine.keys import canonical_json, stage_key, value_key
 from proxynas.engine.runner import Runner, RunOutputs, StageOutputError, StageStatus
 
@@ -24,6 +25,7 @@ __all__ = [
     "ConsoleHook",
     "Graph",
     "Hook",
+    "Journal",
     "RunOutputs",
     "Runner",
     "Stage",

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from proxynas.engine.journal import Journal
 from proxynas.engine.keys import canonical_json, canonicalize, stage_key, value_key
 from proxynas.errors import ProxynasError
 
@@ -183,6 +184,10 @@ class Cache:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return final
+
+    def journal(self, stage_name: str, key: str) -> Journal:
+        """The :class:`~proxynas.engine.journal.Journal` of a stage run under ``key`` (beside the entries)."""
+        return Journal(self.root / ".journal" / _check_part(stage_name, "stage name") / _check_part(key, "key"))
 
     def discard(self, stage_name: str, key: str) -> bool:
         """Remove an entry (atomically hidden first); True if there was one."""

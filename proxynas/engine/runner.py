@@ -6,7 +6,10 @@ Stage code never touches files or trackers: the runner owns caching (through a
 functions that declare a parameter of that name. Resources are not part of any
 cache key. A stage may also declare ``stage_key`` to receive its own cache key:
 a name for work it shares with other processes running the same stage (e.g.
-the study of :mod:`proxynas.distributed_scoring`), the same in every process.
+the study of :mod:`proxynas.distributed_scoring`), the same in every process,
+and ``journal`` to record finished pieces of its work so that a killed run
+resumes inside the stage (:mod:`proxynas.engine.journal`; cleared once the
+stage's outputs are cached).
 
 Outputs are lazy: a cached stage's entry is read only when a stage that must run
 needs one of its outputs, or when the caller (or a hook) reads it from the
@@ -25,6 +28,7 @@ from proxynas.engine.cache import Cache
 from proxynas.engine.keys import canonicalize, stage_key, value_key
 from proxynas.engine.graph import Graph, Stage, StageSignature, _func_name
 from proxynas.engine.hooks import Hook
+from proxynas.engine.journal import Journal
 from proxynas.errors import GraphError, ProxynasError
 
 __all__ = ["Runner", "RunOutputs", "StageStatus", "StageOutputError", "HookWarning"]
@@ -183,7 +187,14 @@ class _Execution:
             kwargs["progress"] = _StageProgress(self, stage, self.runner.resources.get("progress"))
         if sig.declares("stage_key"):
             kwargs["stage_key"] = self.keys[stage.name]
+        if sig.declares("journal"):
+            kwargs["journal"] = self._journal(stage)
         return kwargs
+
+    def _journal(self, stage: Stage) -> Journal:
+        if self.cache is None:
+            return Journal()
+        return self.cache.journal(stage.name, self.keys[stage.name])
 
     def execute(self, stage: Stage) -> None:
         key = self.keys[stage.name]
@@ -210,6 +221,9 @@ class _Execution:
                         "function": _func_name(stage.func),
                     },
                 )
+                signature = stage.signature
+                if signature is not None and signature.declares("journal"):
+                    self._journal(stage).clear()  # the entry holds everything the journal did
         except BaseException as error:
             if notify and id(error) not in self._reported:
                 self._reported.add(id(error))
@@ -282,7 +296,7 @@ class Runner:
     def _check_resources(self) -> None:
         data_names = {i for s in self.graph.stages for i in s.inputs} | set(self.graph.external_inputs)
         for name, value in self.resources.items():
-            if name in ("params", "stage_key"):
+            if name in ("params", "stage_key", "journal"):
                 raise GraphError(f"{name!r} cannot be a resource (the runner passes it); rename the resource")
             if name in data_names:
                 raise GraphError(
@@ -294,7 +308,7 @@ class Runner:
             sig = stage.signature
             if sig is None:
                 continue
-            allowed = set(stage.inputs) | {"params", "progress", "stage_key"} | set(self.resources)
+            allowed = set(stage.inputs) | {"params", "progress", "stage_key", "journal"} | set(self.resources)
             missing = sorted(sig.required - allowed)
             if missing:
                 raise GraphError(

@@ -1,0 +1,77 @@
+"""What a running stage has finished so far, so that a killed run resumes inside the stage.
+
+A stage's outputs are written once, when it ends; a stage that scores 1,000
+architectures would lose every one of them to a ``kill -9`` at the 999th. A
+stage that declares a ``journal`` parameter gets a :class:`Journal` from the
+runner: it records each finished piece of work under a name (an arch), and a
+rerun of the same stage (same cache key) reads them back instead of redoing
+them. The runner deletes the journal once the stage's outputs are in the
+cache. Records are small JSON documents, each written to a temporary file and
+renamed into place, so a crash leaves a record whole or absent.
+
+Entries live at ``<cache root>/.journal/<stage>/<key>/<sha256 of the name>.json``
+(:meth:`proxynas.engine.cache.Cache.journal`); without a cache the journal
+lives in memory and resumes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Journal"]
+
+
+class Journal:
+    """Named JSON records of finished work, kept in ``folder`` (in memory when it is None)."""
+
+    def __init__(self, folder: Path | str | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else None
+        self._memory: dict[str, Any] = {}
+
+    def _path(self, name: str) -> Path:
+        assert self.folder is not None
+        return self.folder / f"{hashlib.sha256(name.encode('utf-8')).hexdigest()}.json"
+
+    def get(self, name: str) -> Any | None:
+        """The record stored under ``name``, or None (also for an unreadable one: it is redone)."""
+        if self.folder is None:
+            return self._memory.get(name)
+        try:
+            record = json.loads(self._path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return record["value"] if isinstance(record, dict) and record.get("name") == name else None
+
+    def put(self, name: str, value: Any) -> None:
+        """Store ``value`` (JSON-able; NaN and infinities allowed) under ``name``, atomically."""
+        if self.folder is None:
+            self._memory[name] = value
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self._path(name)
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "w") as fh:
+            json.dump({"name": name, "value": value}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+    def __len__(self) -> int:
+        if self.folder is None:
+            return len(self._memory)
+        return len(list(self.folder.glob("*.json"))) if self.folder.is_dir() else 0
+
+    def clear(self) -> None:
+        """Forget every record (the stage's outputs now hold them)."""
+        self._memory.clear()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.folder) if self.folder else 'memory'!r}, {len(self)} records)"
