@@ -11,7 +11,7 @@ never touches files or trackers.
 42
 """
 
-from proxynas.engine.cache import Cache, CacheMiss, CacheWarning
+from proxynas.engine.cache import Cache, CacheError, CacheMiss, CacheWarning
 from proxynas.engine.graph import Graph, Stage
 from proxynas.engine.hooks import ConsoleHook, Hook
 from proxynas.engine.journal import Journal
@@ -20,6 +20,7 @@ from proxynas.engine.runner import Runner, RunOutputs, StageOutputError, StageSt
 
 __all__ = [
     "Cache",
+    "CacheError",
     "CacheMiss",
     "CacheWarning",
     "ConsoleHook",

@@ -11,6 +11,8 @@ Keys come from :mod:`proxynas.engine.keys`.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -19,7 +21,8 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from proxynas.errors import ProxynasError
 
 __all__ = [
     "Cache",
+    "CacheError",
     "CacheMiss",
     "CacheWarning",
     "canonicalize",
@@ -44,6 +48,10 @@ _SAFE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 class CacheWarning(UserWarning):
     """A cache entry was unreadable and is treated as a miss."""
+
+
+class CacheError(ProxynasError):
+    """The cache folder cannot be used (e.g. it is not writable)."""
 
 
 class CacheMiss(ProxynasError, KeyError):
@@ -85,9 +93,49 @@ class Cache:
         return self.root / _check_part(stage_name, "stage name") / _check_part(key, "key")
 
     def has(self, stage_name: str, key: str) -> bool:
-        """True if a complete entry exists (cheap: does not read the outputs)."""
+        """True if a complete entry exists.
+
+        Cheap: it does not load the outputs, but checks that ``outputs.pt``
+        is a whole zip archive (the ``torch.save`` format, whose directory
+        sits at the end of the file), so an entry truncated or overwritten
+        on disk is not reported as cached.
+        """
         entry = self.path(stage_name, key)
-        return (entry / self.OUTPUTS).is_file() and (entry / self.META).is_file()
+        outputs = entry / self.OUTPUTS
+        return outputs.is_file() and (entry / self.META).is_file() and zipfile.is_zipfile(outputs)
+
+    def check_writable(self) -> None:
+        """CacheError (one line) unless entries can be written under :attr:`root`; creates it.
+
+        Runs before any stage, so that a computed result is never lost to a
+        cache folder it cannot be saved in.
+        """
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = Path(tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.root)[1])
+            probe.unlink()
+        except OSError as exc:
+            raise CacheError(
+                f"cache folder {self.root} is not writable ({exc.strerror or type(exc).__name__}); "
+                "choose another with --cache-dir or run.cache_dir"
+            ) from None
+
+    @contextlib.contextmanager
+    def lock(self, stage_name: str, key: str) -> Iterator[None]:
+        """Hold the entry's lock: one process computes an entry while others wait for it.
+
+        An exclusive ``flock`` on ``<root>/.locks/<stage>/<key>.lock``; the
+        kernel releases it when its holder exits, even by ``kill -9``, so a
+        killed run never blocks the next.
+        """
+        folder = self.root / ".locks" / _check_part(stage_name, "stage name")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{_check_part(key, 'key')}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def meta(self, stage_name: str, key: str) -> dict[str, Any] | None:
         """The entry's ``meta.json`` (None if missing or unreadable)."""

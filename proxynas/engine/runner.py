@@ -440,6 +440,8 @@ class Runner:
             "targets": None if targets is None else list((targets,) if isinstance(targets, str) else targets),
             "cache_root": None if self.cache is None else str(self.cache.root),
         }
+        if self.cache is not None and not all(cached.values()):
+            self.cache.check_writable()  # before any work that it could not keep
         try:
             for hook in self.hooks:
                 hook.before_pipeline(graph, info)
@@ -447,6 +449,14 @@ class Runner:
                 if stage.name in execution.done:
                     continue  # recomputed already because its cache entry was unreadable
                 key = keys[stage.name]
+                if not execution.cached[stage.name] and self.cache is not None:
+                    # another run of this pipeline may be computing the entry: wait for it, then reuse it
+                    with self.cache.lock(stage.name, key):
+                        if self.cache.has(stage.name, key):
+                            execution.cached[stage.name] = True
+                        else:
+                            execution.execute(stage)
+                            continue
                 if execution.cached[stage.name]:
                     for hook in self.hooks:
                         hook.before_stage(stage, key, True)
