@@ -471,10 +471,18 @@ def test_run_storage_scores_each_arch_as_a_trial_of_the_stages_study_with_the_lo
     )
 
 
-def _count_scored(log):
-    """Patch TrainProxy.score_values to log every arch it starts and to hang at the 4th (for a kill)."""
+def _reference_in_child(overrides, log, hang, out=None):
+    """Run the reference stage with TrainProxy.score_values logging each arch it starts.
+
+    With ``hang`` it hangs at the 4th arch, to be killed there. Runs in a
+    spawned process: a forked one could deadlock on the parent's OpenMP
+    threads, and the patch must not leak into the test process.
+    """
     import time
 
+    import torch
+
+    from proxynas.app import build_runner
     from proxynas.proxies import training
 
     real = training.TrainProxy.score_values
@@ -482,18 +490,14 @@ def _count_scored(log):
     def counting(self, arch, ctx):
         with open(log, "a") as fh:
             fh.write(arch + "\n")
-        if log.read_text().count("\n") == 4 and log.with_suffix(".hang").exists():
+        if hang and log.read_text().count("\n") == 4:
             time.sleep(600)  # killed here, inside the stage
         return real(self, arch, ctx)
 
     training.TrainProxy.score_values = counting
-
-
-def _run_reference(overrides, log):
-    from proxynas.app import build_runner
-
-    _count_scored(log)
-    return build_runner(load_config(QUICKSTART, overrides)).run(targets=["reference"])["reference"]
+    results = build_runner(load_config(QUICKSTART, overrides)).run(targets=["reference"])["reference"]
+    if out is not None:
+        torch.save(results, out)
 
 
 def test_a_run_killed_inside_a_stage_resumes_with_only_the_unfinished_archs(tiny, tmp_path):
@@ -504,36 +508,29 @@ def test_a_run_killed_inside_a_stage_resumes_with_only_the_unfinished_archs(tiny
 
     import torch
 
+    from proxynas.app import build_runner
+
+    spawn = multiprocessing.get_context("spawn")
     overrides = tiny + ["run.workers=1"]
     log = tmp_path / "scored.log"
-    log.with_suffix(".hang").touch()
-    child = multiprocessing.get_context("fork").Process(target=_run_reference, args=(overrides, log))
+    child = spawn.Process(target=_reference_in_child, args=(overrides, log, True))
     child.start()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while not (log.exists() and log.read_text().count("\n") == 4) and time.monotonic() < deadline:
         time.sleep(0.1)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     assert log.read_text().count("\n") == 4  # three archs done, the fourth killed in flight
     log.unlink()
-    log.with_suffix(".hang").unlink()
 
-    pid = os.fork()  # the rerun patches TrainProxy too: keep that out of this process
-    if pid == 0:
-        try:
-            torch.save(_run_reference(overrides, log), tmp_path / "resumed.pt")
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+    rerun = spawn.Process(target=_reference_in_child, args=(overrides, log, False, tmp_path / "resumed.pt"))
+    rerun.start()
+    rerun.join(180)
+    assert rerun.exitcode == 0
     assert log.read_text().count("\n") == 2  # only the killed arch and the one never started
-    uninterrupted = _run_reference_clean([*overrides, f"run.cache_dir={tmp_path / 'clean'}"])
     resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
+    clean = [*overrides, f"run.cache_dir={tmp_path / 'clean'}"]
+    uninterrupted = build_runner(load_config(QUICKSTART, clean)).run(targets=["reference"])["reference"]
     assert [(r["arch"], r["value"], r["curve"]) for r in resumed] == [
         (r["arch"], r["value"], r["curve"]) for r in uninterrupted
     ]
-
-
-def _run_reference_clean(overrides):
-    from proxynas.app import build_runner
-
-    return build_runner(load_config(QUICKSTART, overrides)).run(targets=["reference"])["reference"]
