@@ -11,6 +11,13 @@ from typing import Sequence
 from proxynas.errors import ConfigError, ProxynasError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``error: ...``, exit 2) like every other proxynas error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise ConfigError(f"{message}; see `{self.prog} --help`")
+
+
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/quickstart.yaml")
     p.add_argument(
@@ -25,7 +32,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="proxynas", description="Rank NAS architectures with dataset-distillation proxies."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,8 +82,14 @@ def cmd_run(args) -> int:
     from proxynas.report import format_report
 
     if args.jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+        raise ConfigError(
+            f"--jobs must be >= 1 (rows run side by side), got {args.jobs}; use --jobs 1 to run them one after another"
+        )
     config = _load(args)
+    if config.run.storage:  # its driver and file, before any stage runs (the scoring stages open it)
+        from proxynas.config.pipeline import check_storage_url
+
+        check_storage_url(config.run.storage, "run.storage")
     hooks = tracking_hooks(config, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow)
     runner = build_runner(config, hooks)
     start = time.perf_counter()
@@ -173,13 +186,14 @@ def cmd_nb201(args) -> int:
 
 
 def cmd_tune(args, *, finish: bool = True) -> int:
+    from proxynas.config.pipeline import check_storage_url
     from proxynas.tune import Tuner, format_result
 
     overrides = list(args.overrides) + ([f"run.cache_dir={args.cache_dir}"] if args.cache_dir else [])
-    tuner = Tuner(args.pipeline, overrides)
+    tuner = Tuner(args.pipeline, overrides)  # loads and checks the config; nothing expensive yet
     config = tuner.config
-    storage = args.storage or config.run.ledger
-    study = tuner.open(storage)
+    storage = check_storage_url(args.storage or config.run.ledger, "--storage" if args.storage else "run.ledger")
+    study = tuner.open(storage)  # before the reference is computed and any trial runs
     callbacks = []
     if not args.no_mlflow:
         from proxynas.config.typed import to_dict
@@ -222,8 +236,8 @@ COMMANDS = {"tune": cmd_tune, "worker": cmd_worker, "search": cmd_search, "run":
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)  # a usage error is a ConfigError (see _Parser)
         return COMMANDS[args.command](args)
     except ProxynasError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import optuna
 from scipy import stats
 
-from proxynas.config.pipeline import PipelineConfig, TuneConfig, TuneParam, load_config
+from proxynas.config.pipeline import PipelineConfig, TuneConfig, TuneParam, check_storage_url, load_config
 from proxynas.distributed import open_storage, open_study, run_worker
 from proxynas.errors import ConfigError, DivergenceError
 
@@ -119,13 +119,17 @@ class Tuner:
         # (config, row) -> an object whose evaluate(arch).value scores one arch
         self._objective = objective_factory
         self.calibration, self.holdout = split_archs(self.config)
-        self._reference = self._objective(self.config, "reference")
+        # built on first use: it loads the dataset (and may train), so a bad storage URL or
+        # other setting is reported before that expensive work
+        self._reference: Any = None
 
     @property
     def study_name(self) -> str:
         return f"tune/{self.config.run.name}/{self.tune.row}"
 
     def reference(self, archs: Sequence[str]) -> list[float]:
+        if self._reference is None:
+            self._reference = self._objective(self.config, "reference")
         return [self._reference.evaluate(a).value for a in archs]
 
     def config_for(self, values: dict[str, Any]) -> PipelineConfig:
@@ -167,6 +171,9 @@ class Tuner:
         return objective
 
     def open(self, storage: str) -> optuna.Study:
+        """Create or join the tuning study in Optuna storage URL ``storage`` (checked first, see
+        :func:`proxynas.config.pipeline.check_storage_url`)."""
+        check_storage_url(storage, "storage")
         sampler = (
             optuna.samplers.TPESampler(seed=self.tune.seed)
             if self.tune.sampler == "tpe"

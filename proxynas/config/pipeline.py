@@ -9,13 +9,24 @@ name and validate its settings against that implementation's fields.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from proxynas.config.typed import Checked, apply_overrides, checked, from_dict, register_plugin_base, to_dict
+from proxynas.config.typed import (
+    Checked,
+    apply_overrides,
+    checked,
+    from_dict,
+    load_yaml,
+    register_plugin_base,
+    to_dict,
+    yaml_error_message,
+)
 from proxynas.data import DATASETS, DatasetSource
 from proxynas.data.digits import Digits
 from proxynas.distill import DISTILLERS, Distiller
@@ -55,6 +66,104 @@ class RunConfig(Checked):
     #: Optuna trial per arch (:mod:`proxynas.distributed_scoring`); empty = score locally
     storage: str = ""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("ledger", "storage"):
+            url = getattr(self, key)
+            problem = database_url_problem(url) if url or key == "ledger" else None
+            if problem:
+                raise ValueError(f"{key} {problem}")
+
+
+#: database schemes whose SQLAlchemy dialect ships with SQLAlchemy (no import needed to accept them)
+_KNOWN_DATABASES = frozenset({"sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql"})
+_DATABASE_EXAMPLES = "use sqlite:///path.db (one machine) or postgresql://user@host/db (several)"
+
+
+#: driver module -> the pip package that provides it
+_DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient",
+                    "pymysql": "PyMySQL", "mariadb": "mariadb", "oracledb": "oracledb", "pyodbc": "pyodbc"}
+
+
+def _shown(url: str) -> str:
+    """``url`` for a message, its password (``user:secret@``) masked."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a database URL that Optuna's RDB storage can open, or None.
+
+    Cheap: it parses the URL and, for a scheme other than the usual ones, asks
+    SQLAlchemy for its dialect; it neither connects nor touches the file system
+    (see :func:`check_storage_url` for that).
+    """
+    scheme, sep, _ = url.partition("://") if isinstance(url, str) else ("", "", "")
+    if not sep or not scheme:
+        return f"{_shown(str(url))!r} is not a database URL; {_DATABASE_EXAMPLES}"
+    database = scheme.split("+", 1)[0]
+    if database in _KNOWN_DATABASES:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(url).get_dialect()
+    except NoSuchModuleError:  # (a subclass of ArgumentError)
+        hint = "write postgresql://, not postgres://; " if database == "postgres" else ""
+        return f"{_shown(url)!r} names an unknown database {database!r}; {hint}{_DATABASE_EXAMPLES}"
+    except ArgumentError:
+        return f"{_shown(url)!r} is not a database URL; {_DATABASE_EXAMPLES}"
+    return None
+
+
+def check_storage_url(url: str, setting: str) -> str:
+    """ConfigError (naming ``setting``) unless the Optuna storage ``url`` can be opened; returns ``url``.
+
+    Run before any expensive work: the URL's form and database (as
+    :func:`database_url_problem`), that its driver package is installed, and for
+    ``sqlite:///path.db`` that the file can be created or written. It does not
+    connect to a database server.
+    """
+    problem = database_url_problem(url)
+    if problem:
+        raise ConfigError(f"{setting} {problem}")
+    from sqlalchemy.engine import make_url
+
+    from proxynas.storage import sqlite_path
+
+    dialect = make_url(url).get_dialect()
+    try:
+        import_dbapi = getattr(dialect, "import_dbapi", None) or dialect.dbapi  # SQLAlchemy 2 / 1.4
+        import_dbapi()
+    except ImportError as exc:
+        module = (exc.name or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module or "its driver")
+        raise ConfigError(
+            f"{setting} {_shown(url)}: the {url.split('://')[0]}:// database needs the Python module"
+            f" {module or '?'!r}, which is not installed; pip install '{package}'"
+        ) from None
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    if path.is_dir():
+        raise ConfigError(f"{setting} {url}: {path} is a folder; name a database file in it,"
+                          f" e.g. sqlite:///{path / 'proxynas.db'}")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"{setting} {url}: the database file {path} is not writable;"
+                              " fix its permissions or choose another path")
+        return url
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{setting} {url}: cannot create the folder {path.parent} because {existing}"
+                          " is a file; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{setting} {url}: cannot create {path} because the folder {existing} is not"
+                          " writable; choose a writable path")
+    return url
+
 
 @dataclass(frozen=True)
 class SampleConfig(Checked):
@@ -82,6 +191,13 @@ class SampleConfig(Checked):
         super().__post_init__()
         if self.num_archs < 3:
             raise ValueError("num_archs must be >= 3 (rank correlations need at least 3 archs)")
+        if self.strategy in ("stratified", "top") and self.table.strip() and not Path(self.table).exists():
+            raise ValueError(
+                f"table {self.table} (the benchmark table of sample.strategy={self.strategy}) not found;"
+                " point sample.table at an nb201_results.csv.gz (see `proxynas nb201 export`) or an official"
+                " NAS-Bench-201-v1_*.pth / NATS-tss-v1_0-3ffb9-simple file, or leave it empty for the table"
+                " shipped with proxynas"
+            )
 
 
 def _default_methods() -> dict[str, Distiller]:
@@ -283,13 +399,32 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     """Read a pipeline YAML, apply ``key=value`` overrides, validate."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"pipeline file {path} not found; see pipelines/ for examples")
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise ConfigError(f"pipeline file {path} {what}; give a pipeline YAML file (see pipelines/ for examples)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"{path} is not valid YAML: {yaml_error_message(exc)}; fix the file there"
+            " (unclosed brackets or quotes, a missing ':' or a tab in the indentation are the usual causes)"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file; give a pipeline YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read pipeline file {path} ({exc.strerror or exc}); check its permissions") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        kind = "a list" if isinstance(raw, list) else f"{type(raw).__name__} {raw!r}"[:80]
+        raise ConfigError(
+            f"{path}: the top level of a pipeline file must be a mapping of sections (run:, data:, sample:, ...),"
+            f" got {kind}; remove the leading '- ' items or see pipelines/quickstart.yaml"
+        )
     raw = apply_overrides(raw, overrides or [])
-    raw.setdefault("run", {}).setdefault("name", path.stem)
+    if raw.get("run") is None:
+        raw["run"] = {}
+    if isinstance(raw["run"], dict):
+        raw["run"].setdefault("name", path.stem)
     return from_dict(PipelineConfig, raw)
 
 

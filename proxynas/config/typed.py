@@ -12,6 +12,7 @@ dataclass fields and are validated the same way.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
@@ -25,16 +26,64 @@ from proxynas.registry import Registry
 __all__ = [
     "Check",
     "Checked",
+    "ConfigLoader",
     "apply_overrides",
     "check_fields",
     "checked",
     "convert",
     "flatten",
     "from_dict",
+    "load_yaml",
     "plugin_registry",
     "register_plugin_base",
     "to_dict",
+    "yaml_error_message",
 ]
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but numbers like ``1e6``, ``1e-3`` and ``1.5e3`` are floats.
+
+    PyYAML implements YAML 1.1, whose float pattern needs a dot and a signed
+    exponent, so ``lr: 1e-3`` would be the *string* ``"1e-3"``; YAML 1.2 (and
+    every user) reads it as a number. Used for pipeline files and ``--set``
+    values alike.
+    """
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+
+        |[-+]?(?:[0-9][0-9_]*)\.[0-9_]*
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML ``text`` with :class:`ConfigLoader` (``yaml.YAMLError`` if malformed)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
+def yaml_error_message(exc: yaml.YAMLError) -> str:
+    """One line locating a YAML syntax error: ``line L, column C: problem (context)``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(exc, "context", None)
+    if context:
+        start = getattr(exc, "context_mark", None)
+        if start is not None and (mark is None or (start.line, start.column) != (mark.line, mark.column)):
+            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
+        problem += f" ({context})"
+    return where + problem
+
 
 #: plugin base class -> registry that resolves ``{"name": ..., **settings}``
 _PLUGIN_REGISTRIES: dict[type, Registry] = {}
@@ -130,11 +179,11 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}")
+            raise ConfigError(f"{path}: expected an integer, got {_describe(value)}; write a whole number, e.g. 10")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {_describe(value)}")
+            raise ConfigError(f"{path}: expected a number, got {_describe(value)}; write one, e.g. 0.05 or 1e-3")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -147,7 +196,11 @@ def _plugin(base: type, registry: Registry, value: Any, path: str) -> Any:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, Mapping) or "name" not in value:
-        raise ConfigError(f"{path}: expected a mapping with 'name' (one of: {', '.join(registry.names())})")
+        names = list(registry.names())
+        raise ConfigError(
+            f"{path}: expected a mapping with 'name' (one of: {', '.join(names)});"
+            f" give {path}.name (e.g. --set {path}.name={names[0] if names else 'NAME'}) or a full {path} section"
+        )
     settings = dict(value)
     name = settings.pop("name")
     try:
@@ -194,17 +247,21 @@ def apply_overrides(data: Mapping, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value; e.g. --set distill.ipc=10")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = result
         parts = key.split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             elif not isinstance(child, dict):
-                raise ConfigError(f"override {key}: '{part}' is a value, not a section")
+                section = ".".join(parts[: i + 1])
+                raise ConfigError(
+                    f"override {key}: {section} is the value {_describe(child)}, not a section of settings;"
+                    f" make {section} a mapping (key: value lines) in the pipeline file, or override {section} itself"
+                )
             node = child
         node[parts[-1]] = value
     return result

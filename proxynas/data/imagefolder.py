@@ -11,8 +11,10 @@ for many epochs on the same small images and re-decoding would dominate.
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import tarfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,8 +62,8 @@ class ImageFolder(DatasetSource):
 
     def load(self) -> DatasetSplits:
         root = Path(self.root).expanduser()
-        if root.is_file() and tarfile.is_tarfile(root):
-            root = _TarTree(root)
+        if root.is_file():
+            root = _TarTree(root)  # a DataError naming the fix if it is no readable tar archive
         elif not root.is_dir():
             raise DataError(
                 f"dataset folder {root} does not exist; set data.root to a folder (or .tar.gz) holding {_LAYOUT}"
@@ -103,11 +105,7 @@ class _TarTree:
     def __init__(self, archive: Path, files: dict[str, bytes] | None = None, prefix: str = "") -> None:
         self.archive = archive
         if files is None:
-            files = {}
-            with tarfile.open(archive) as tar:
-                for member in tar:
-                    if member.isfile():
-                        files[member.name.lstrip("./")] = tar.extractfile(member).read()
+            files = _read_archive(archive)
             tops = {name.split("/", 1)[0] for name in files}
             if "train" not in tops and len(tops) == 1:
                 prefix = tops.pop()
@@ -140,6 +138,35 @@ class _TarTree:
                 rest = name[len(start) :]
                 (dirs if "/" in rest else files).add(rest.split("/", 1)[0])
         return sorted(dirs), sorted(files)
+
+
+def _read_archive(archive: Path) -> dict[str, bytes]:
+    """``{member path: bytes}`` of every file in tar archive ``archive`` (DataError if unreadable)."""
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if member.isfile():
+                    files[member.name.lstrip("./")] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError) as exc:
+        if isinstance(exc, PermissionError):
+            raise DataError(f"cannot read data.root {archive} (permission denied); fix its permissions") from None
+        name = archive.name.lower()
+        looks_like_tar = name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz"))
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        if detail.startswith("file could not be opened successfully"):
+            detail = "neither a gzip, bzip2 or xz compressed nor a plain tar file"
+        fix = ("copy or download it again (or re-create it: tar -czf data.tar.gz train test),"
+               " or set data.root to the unpacked folder")
+        if files or isinstance(exc, EOFError) or "unexpected end" in detail:
+            raise DataError(f"archive {archive} is truncated or corrupt ({detail}); {fix}") from None
+        if looks_like_tar:
+            raise DataError(f"{archive} is not a tar archive or is corrupt ({detail}); {fix}") from None
+        raise DataError(
+            f"data.root {archive} is a file, not a folder or a .tar/.tar.gz archive; set data.root to a folder"
+            f" (or a tar archive of one) holding {_LAYOUT}"
+        ) from None
+    return files
 
 
 def _scan(folder) -> tuple[list[str], list[str]]:

@@ -94,34 +94,35 @@ def _progress_printer(total: int, already: int):
 
 def cmd_search(args) -> int:
     from proxynas.app import build_runner, load_pipeline
+    from proxynas.config.pipeline import check_storage_url
+    from proxynas.distributed import open_storage
     from proxynas.engine import ConsoleHook
+    from proxynas.errors import ConfigError
     from proxynas.reference import NB201TableProxy, load_table
     from proxynas.search.objective import REFERENCE_ROW, ProxyObjective
     from proxynas.search.regret import Reference
     from proxynas.search.samplers import make_sampler
     from proxynas.search.search import create_study, run_search
 
+    # Everything a user can get wrong is checked before the first stage runs (distilling takes minutes).
     config = load_pipeline(args.pipeline, args.overrides, cache_dir=args.cache_dir)
     factory = make_sampler(args.sampler, args.seed, _settings(args.sampler_settings))
     if args.trials < 1:
-        from proxynas.errors import ConfigError
-
-        raise ConfigError(f"--trials must be >= 1, got {args.trials}")
-    storage = args.storage or config.run.ledger
+        raise ConfigError(f"--trials must be >= 1 (trials to run), got {args.trials}; e.g. --trials 50")
+    storage = check_storage_url(args.storage or config.run.ledger, "--storage" if args.storage else "run.ledger")
+    # heartbeats: several search processes may share this study; a killed one's trial is retried
+    db = open_storage(storage)
     study_name = args.study or f"{config.run.name}/search/{args.row}/{args.sampler}/seed{args.seed}"
 
-    runner = build_runner(config, hooks=[ConsoleHook()])
-    objective = ProxyObjective.from_pipeline(config, args.row, runner=runner)
     # A table reference covers the whole space, so it defines regret; a trained
-    # reference only scores the found arch (below).
+    # reference only scores the found arch (below). Read before distilling: a missing table fails fast.
     table_ref = isinstance(config.reference, NB201TableProxy)
     reference = (
         Reference.from_table(load_table(config.reference.path), config.reference.column) if table_ref else None
     )
-    from proxynas.distributed import open_storage
-
-    # heartbeats: several search processes may share this study; a killed one's trial is retried
-    study = create_study(study_name, open_storage(storage), factory.directions, fresh=args.fresh)
+    runner = build_runner(config, hooks=[ConsoleHook()])
+    objective = ProxyObjective.from_pipeline(config, args.row, runner=runner)
+    study = create_study(study_name, db, factory.directions, fresh=args.fresh)
     already = len(study.trials)
     start = time.perf_counter()
     result = run_search(

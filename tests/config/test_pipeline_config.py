@@ -73,8 +73,65 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("run: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML: line 2, column 1: .*fix the file there"):
         load_config(bad)
+
+
+def test_a_pipeline_file_that_is_not_a_mapping_of_sections(tmp_path):
+    for text, got in (("- run\n- data\n", "got a list"), ("hello\n", "got str 'hello'")):
+        path = tmp_path / "p.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=f"the top level of a pipeline file must be a mapping.*{got}"):
+            load_config(path)
+    empty_run = tmp_path / "empty_run.yaml"
+    empty_run.write_text("run:\n")  # an empty section is its defaults
+    assert load_config(empty_run).run.name == "empty_run"
+
+
+def test_exponent_numbers_in_a_pipeline_file_are_floats(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("proxy: {name: train, lr: 1e-3}\nsample: {fraction: 5e-2}\nreference: {name: train}\n")
+    config = load_config(path, ["reference.lr=2e-2"])
+    assert (config.proxy.lr, config.sample.fraction, config.reference.lr) == (1e-3, 5e-2, 2e-2)
+
+
+def test_a_missing_sample_table_is_blamed_on_sample_table(tmp_path):
+    quickstart = PIPELINES[0].parent / "quickstart.yaml"
+    with pytest.raises(ConfigError, match=r"^sample: table .*nope.csv .* not found; point sample.table at"):
+        load_config(quickstart, ["sample.strategy=top", f"sample.table={tmp_path / 'nope.csv'}"])
+    # only a strategy that reads the table needs it
+    assert load_config(quickstart, [f"sample.table={tmp_path / 'nope.csv'}"]).sample.strategy == "uniform"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("run.ledger=ledger.db", "run: ledger 'ledger.db' is not a database URL; use sqlite:///path.db"),
+    ("run.storage=bogus://x", "run: storage 'bogus://x' names an unknown database 'bogus'"),
+    ("run.storage=postgres://u:pw@h/db", "'postgres://u:***@h/db' names an unknown database 'postgres';"
+                                         " write postgresql://"),
+])
+def test_database_urls_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PIPELINES[0].parent / "quickstart.yaml", [override])
+    assert message in str(err.value)
+
+
+def test_check_storage_url(tmp_path):
+    from proxynas.config.pipeline import check_storage_url
+
+    ok = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'study.db'}"
+    assert check_storage_url(ok, "--storage") == ok
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    assert check_storage_url("postgresql://user@host/db", "--storage")  # no connection is made
+    (tmp_path / "file").write_text("x")
+    for url, message in [
+        (f"sqlite:///{tmp_path / 'file' / 'study.db'}", "because " + str(tmp_path / "file") + " is a file"),
+        (f"sqlite:///{tmp_path}", "is a folder; name a database file in it"),
+        ("mysql://u@h/db", "needs the Python module 'MySQLdb', which is not installed; pip install 'mysqlclient'"),
+        ("nope", "--storage 'nope' is not a database URL"),
+    ]:
+        with pytest.raises(ConfigError, match="^--storage ") as err:
+            check_storage_url(url, "--storage")
+        assert message in str(err.value)
 
 
 def test_default_proxy_trains_with_dsa_on_val_and_the_reference_scores_on_test():

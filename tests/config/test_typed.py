@@ -65,8 +65,36 @@ def test_override_without_equals_is_a_clear_error():
 
 
 def test_override_into_a_value_is_an_error():
-    with pytest.raises(ConfigError, match="'a' is a value"):
+    with pytest.raises(ConfigError, match="a is the value int 1, not a section of settings; make a a mapping"):
         apply_overrides({"a": 1}, ["a.b=2"])
+    with pytest.raises(ConfigError, match="a.b is the value str 'x'"):
+        apply_overrides({"a": {"b": "x"}}, ["a.b.c=2"])
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e6", 1e6), ("1e-3", 1e-3), ("-2.5E+2", -250.0), ("1.5e3", 1500.0), (".5", 0.5), ("1.0", 1.0),
+    ("10", 10), ("1_000", 1000), ("1e", "1e"), ("e5", "e5"), ("1.2.3", "1.2.3"), (".inf", float("inf")),
+])
+def test_numbers_with_an_exponent_are_floats_as_in_yaml_1_2(text, value):
+    """PyYAML (YAML 1.1) reads 1e6 and 1e-3 as strings; proxynas's loader reads them as floats."""
+    from proxynas.config.typed import load_yaml
+
+    got = load_yaml(f"x: {text}")["x"]
+    assert got == value and type(got) is type(value)
+    assert apply_overrides({}, [f"x={text}"])["x"] == value
+
+
+def test_yaml_error_message_gives_line_and_column():
+    import yaml
+
+    from proxynas.config.typed import load_yaml, yaml_error_message
+
+    with pytest.raises(yaml.YAMLError) as err:
+        load_yaml("a: 1\nb: [x\nc: 3\n")
+    assert yaml_error_message(err.value) == (
+        "line 3, column 2: expected ',' or ']', but got ':' (while parsing a flow sequence that starts at line 2,"
+        " column 4)"
+    )
 
 
 def test_to_dict_round_trips_and_flattens():

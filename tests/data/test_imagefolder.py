@@ -160,3 +160,33 @@ def test_tar_archive_with_a_class_missing_from_test(tmp_path):
         tar.add(root / "test", arcname="test")
     with pytest.raises(DataError, match=f"class '{CLASSES[1]}' has no images in the test split"):
         ImageFolder(root=str(archive)).load()
+
+
+@pytest.mark.parametrize("cut", ["gz", "tar"])
+def test_truncated_archive_says_so(tmp_path, cut):
+    import tarfile
+
+    root = make_tree(tmp_path / "tree")
+    full = tmp_path / f"full.{'tar.gz' if cut == 'gz' else 'tar'}"
+    with tarfile.open(full, "w:gz" if cut == "gz" else "w") as tar:
+        tar.add(root / "train", arcname="train")
+        tar.add(root / "test", arcname="test")
+    data = full.read_bytes()
+    with tarfile.open(full) as tar:  # end inside the last image (not on a 512-byte block boundary)
+        last = [m for m in tar.getmembers() if m.isfile()][-1]
+    end = len(data) // 2 if cut == "gz" else last.offset_data + last.size // 2
+    archive = tmp_path / f"cut.{'tar.gz' if cut == 'gz' else 'tar'}"
+    archive.write_bytes(data[:end])
+    with pytest.raises(DataError, match=r"^archive .*cut\.tar(\.gz)? is truncated or corrupt \(.*\); copy or download"):
+        ImageFolder(root=str(archive)).load()
+
+
+def test_a_file_that_is_no_tar_archive(tmp_path):
+    garbage = tmp_path / "data.tar.gz"
+    garbage.write_bytes(b"not a tarball\n" * 40)
+    with pytest.raises(DataError, match=r"data\.tar\.gz is not a tar archive or is corrupt \(neither a gzip"):
+        ImageFolder(root=str(garbage)).load()
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(DataError, match=r"notes\.txt is a file, not a folder or a \.tar/\.tar\.gz archive"):
+        ImageFolder(root=str(other)).load()
