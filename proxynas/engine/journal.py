@@ -62,6 +62,37 @@ class Journal:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
 
+    def save_state(self, name: str, state: Any) -> None:
+        """Store ``state`` (anything ``torch.save`` takes: tensors, optimizer and RNG states) under ``name``.
+
+        One state per name, replaced atomically: a long computation's
+        checkpoint, as opposed to :meth:`put`'s small finished records.
+        """
+        if self.folder is None:
+            self._memory[f"state:{name}"] = state
+            return
+        import torch  # lazy: engine modules must not pay for torch when only computing keys
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self._path(f"state:{name}").with_suffix(".pt")
+        tmp = final.with_name(f".tmp-{uuid.uuid4().hex}")
+        torch.save(state, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+
+    def load_state(self, name: str) -> Any | None:
+        """The state last saved under ``name`` (None if there is none or it cannot be read)."""
+        if self.folder is None:
+            return self._memory.get(f"state:{name}")
+        import torch
+
+        path = self._path(f"state:{name}").with_suffix(".pt")
+        try:
+            return torch.load(path, weights_only=False)
+        except Exception:  # noqa: BLE001 - a torn or missing state is started afresh
+            return None
+
     def __len__(self) -> int:
         if self.folder is None:
             return len(self._memory)
