@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     report = crash_test(args.pipeline, overrides, args.kills, args.seed, Path(args.work))
     stages = [s for s, _ in report.left_behind]
     records = [r for _, r in report.left_behind]
-    print(f"\n| kills | finished before the kill | uninterrupted s | all attempts s | overhead |"
-          f" stages cached at a kill (mean) | archs journaled at a kill (mean) | results equal |")
+    print("\n| kills | finished before the kill | uninterrupted s | all attempts s | overhead |"
+          " stages cached at a kill (mean) | archs journaled at a kill (mean) | results equal |")
     print("|---|---|---|---|---|---|---|---|")
     mean = (lambda xs: sum(xs) / len(xs)) if report.left_behind else (lambda xs: float("nan"))
     print(f"| {report.kills} | {report.completed_early} | {report.clean_seconds:.1f} |"
