@@ -11,8 +11,11 @@ a pipeline is assembled the same way whoever runs it; nothing imports
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
+
+import torch
 
 from proxynas.config import PipelineConfig, dump_config, load_config, to_dict
 from proxynas.device import resolve_device
@@ -39,6 +42,8 @@ def build_runner(config: PipelineConfig, hooks: Sequence[Hook] = (), *, pipeline
     """
     pipeline = pipeline if pipeline is not None else build_graph(config)
     device = resolve_device(config.run.device)
+    if config.run.deterministic and device.type == "cuda":
+        use_deterministic_kernels()
     return Runner(
         pipeline.graph,
         Cache(Path(config.run.cache_dir)),
@@ -49,6 +54,21 @@ def build_runner(config: PipelineConfig, hooks: Sequence[Hook] = (), *, pipeline
             "storage": config.run.storage or None,
         },
     )
+
+
+def use_deterministic_kernels() -> None:
+    """Make CUDA training repeatable on one machine (``run.deterministic``).
+
+    cuBLAS needs a fixed workspace to be deterministic (set before its first
+    use), cuDNN must not pick kernels by timing them, and every op without a
+    deterministic kernel then raises instead of silently varying. CPU
+    training needs none of this: it is deterministic for a fixed thread
+    count, which scoring fixes at one.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
 
 
 def tracking_hooks(

@@ -534,3 +534,28 @@ def test_a_run_killed_inside_a_stage_resumes_with_only_the_unfinished_archs(tiny
     assert [(r["arch"], r["value"], r["curve"]) for r in resumed] == [
         (r["arch"], r["value"], r["curve"]) for r in uninterrupted
     ]
+
+
+def test_deterministic_kernels_are_switched_on_for_cuda_runs_only(tiny, monkeypatch):
+    import os
+
+    import torch
+
+    from proxynas import app
+
+    real = app.use_deterministic_kernels
+    calls = []
+    monkeypatch.setattr(app, "use_deterministic_kernels", lambda: calls.append("switched"))
+    app.build_runner(load_config(QUICKSTART, tiny + ["run.deterministic=true"]))
+    assert calls == []  # a CPU run is deterministic already (one thread per scoring)
+    monkeypatch.setattr(app, "resolve_device", lambda name: torch.device("cuda"))
+    app.build_runner(load_config(QUICKSTART, tiny + ["run.deterministic=true"]))
+    assert calls == ["switched"]
+
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda flag: calls.append(flag))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    real()
+    assert calls[-1] is True and torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

@@ -65,6 +65,9 @@ class RunConfig(Checked):
     #: every process running this pipeline shares the archs of each scoring stage, one
     #: Optuna trial per arch (:mod:`proxynas.distributed_scoring`); empty = score locally
     storage: str = ""
+    #: on CUDA, use only deterministic kernels (``torch.use_deterministic_algorithms``,
+    #: no cuDNN autotuning): slower, and the same numbers on every run of one machine
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
