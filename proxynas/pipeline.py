@@ -61,7 +61,7 @@ def sample_archs(params: Mapping[str, Any]) -> list[str]:
     if sample.strategy in ("stratified", "top"):
         from proxynas.reference import load_table
 
-        reference = load_table(sample.table).column(sample.column)
+        reference = load_table(sample.table, setting="sample.table").column(sample.column)
         if sample.strategy == "top":
             return top_sample(space, reference, sample.num_archs, fraction=sample.fraction, seed=sample.seed)
         return stratified_sample(space, reference, sample.num_archs, bins=sample.bins, seed=sample.seed)

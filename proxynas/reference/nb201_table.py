@@ -117,9 +117,9 @@ def resolve_table_path(path: str | os.PathLike | None) -> Path:
     return Path(path)
 
 
-def missing_table_error(path: str | os.PathLike) -> DataError:
+def missing_table_error(path: str | os.PathLike, setting: str = "reference.path") -> DataError:
     return DataError(
-        f"NB201 results table {path} not found; point reference.path at nb201_results.csv.gz"
+        f"NB201 results table {path} not found; point {setting} at nb201_results.csv.gz"
         " (compact CSV) or an official NAS-Bench-201-v1_*.pth / NATS-tss-v1_0-3ffb9-simple file;"
         " see `proxynas nb201 export`"
     )
@@ -389,19 +389,20 @@ def _load_cached(resolved: str, mtime_ns: int, size: int) -> NB201Table:
     return NB201Table.from_path(resolved)
 
 
-def load_table(path: str | os.PathLike | None = None) -> NB201Table:
+def load_table(path: str | os.PathLike | None = None, *, setting: str = "reference.path") -> NB201Table:
     """:meth:`NB201Table.from_path`, cached per (resolved path, mtime, size).
 
     Parsing 15,625 rows takes a fraction of a second, far too slow to repeat
     for every proxy call; a changed file (new mtime/size) is re-read. An empty
-    ``path`` (the default) is the table shipped with proxynas.
+    ``path`` (the default) is the table shipped with proxynas. A missing file
+    is a DataError telling the user to fix ``setting``.
     """
     p = resolve_table_path(path)
     try:
         resolved = p.resolve()
         st = resolved.stat()
     except OSError:
-        raise missing_table_error(path) from None
+        raise missing_table_error(path, setting) from None
     return _load_cached(str(resolved), st.st_mtime_ns, st.st_size)
 
 

@@ -379,3 +379,13 @@ def test_cli_export_of_a_missing_file_is_one_line(tmp_path, capsys):
     assert main(["nb201", "export", str(tmp_path / "NAS-Bench-201-v1_1-096897.pth"), str(tmp_path / "o.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
+
+
+def test_a_missing_table_names_the_setting_that_points_at_it(tmp_path):
+    from proxynas.errors import DataError
+    from proxynas.reference.nb201_table import load_table
+
+    with pytest.raises(DataError, match=r"point sample.table at"):
+        load_table(tmp_path / "gone.csv.gz", setting="sample.table")
+    with pytest.raises(DataError, match=r"point reference.path at"):
+        load_table(tmp_path / "gone.csv.gz")
