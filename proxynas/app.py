@@ -79,8 +79,21 @@ def tracking_hooks(
     ledger: bool = True,
     console: bool = True,
 ) -> list[Hook]:
-    """The hooks of a tracked run: console lines, MLflow (parent + one run per stage) and the ledger."""
+    """The hooks of a tracked run: console lines, MLflow (parent + one run per stage) and the ledger.
+
+    Both stores are checked first (cheap, nothing opened), so an unusable
+    path is one line before MLflow spends seconds building a fresh store.
+    """
     from proxynas.pipeline import EVALUATIONS, is_tracked_output
+
+    if mlflow:
+        from proxynas.tracking import check_tracking_uri
+
+        check_tracking_uri(tracking_uri or config.run.tracking_uri)
+    if ledger:
+        from proxynas.ledger import check_ledger_url
+
+        check_ledger_url(config.run.ledger)
 
     hooks: list[Hook] = [ConsoleHook()] if console else []
     if mlflow:

@@ -25,6 +25,7 @@ from its source rows; a few-shot one scores only the archs it was not fit on.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from proxynas.artifacts import Evaluations, Figure, Metrics, Table, Tensors
 from proxynas.config.pipeline import CombinedRow, PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
+from proxynas.distill.checkpoint import Checkpoint
 from proxynas.engine import Graph, Stage
 from proxynas.engine.journal import Journal
 from proxynas.evaluation import score_all
@@ -93,21 +95,25 @@ def distill(
     progress: Progress = null_progress,
     prepared: Any = None,
     prepare_seconds: float = 0.0,
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
+    """Distil the training split; a killed distillation resumes from its last checkpoint in ``journal``."""
     method: Distiller = params["method"]
     start = time.perf_counter()
+    checkpoint = _TimedCheckpoint(journal if journal is not None else Journal(), start)
     if isinstance(method, PreparedDistiller):
-        summary = method.distill_prepared(
-            dataset.train, params["ipc"], prepared, seed=params["seed"], device=device, progress=progress
-        )
+        entry, extra = method.distill_prepared, {}
+        args = (dataset.train, params["ipc"], prepared)
     else:
         # a distiller matching through the space's own cells is handed the space (it is then in the key)
-        space = {"space": params["space"]} if method.needs_space else {}
-        summary = method.distill(
-            dataset.train, params["ipc"], seed=params["seed"], device=device, progress=progress, **space
-        )
-    # The cost of a summary includes its preparation (experts are part of MTT's price).
-    seconds = time.perf_counter() - start + float(prepare_seconds)
+        entry, extra = method.distill, ({"space": params["space"]} if method.needs_space else {})
+        args = (dataset.train, params["ipc"])
+    if "checkpoint" in inspect.signature(entry).parameters:  # a plug-in may predate checkpoints
+        extra["checkpoint"] = checkpoint
+    summary = entry(*args, seed=params["seed"], device=device, progress=progress, **extra)
+    # The cost of a summary includes its preparation (experts are part of MTT's price) and the
+    # time killed attempts spent up to their last checkpoint.
+    seconds = checkpoint.before + time.perf_counter() - start + float(prepare_seconds)
     row = params["row"]
     grid = Figure(f"summary_{row}", image_grid_png(summary.data, title=f"{row} (ipc={params['ipc']})"))
     saved = {"images": summary.data.x, "labels": summary.data.y, "mean": torch.tensor(summary.data.mean),
@@ -123,6 +129,23 @@ def distill(
         f"tensors_{row}": tensors,
         f"distill_seconds_{row}": seconds,
     }
+
+
+class _TimedCheckpoint(Checkpoint):
+    """A distiller's checkpoint that also keeps the distillation time spent up to it."""
+
+    def __init__(self, journal: Journal, start: float) -> None:
+        super().__init__(journal)
+        self.start = start
+        #: seconds earlier, killed attempts spent before their last checkpoint (resumed from there)
+        self.before = float(journal.get(_ELAPSED) or 0.0) if self.restore() is not None else 0.0
+
+    def save(self, iteration: int, state: dict[str, Any]) -> None:
+        super().save(iteration, state)
+        self.journal.put(_ELAPSED, self.before + time.perf_counter() - self.start)
+
+
+_ELAPSED = "elapsed_seconds"
 
 
 def evaluate(

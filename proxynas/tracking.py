@@ -3,22 +3,61 @@
 One parent run per pipeline run, one nested run per stage. Params are the
 flattened config; :class:`~proxynas.artifacts.Metrics`, ``Figure`` and ``Table``
 outputs of a stage become metrics and artifacts of its run and of the parent.
+
+A process that is killed (SIGKILL, OOM killer, power loss) cannot end its runs,
+and MLflow would show them RUNNING forever. So every run the hook creates names
+its owner process in tags (:class:`Owner`), and each new top-level run first
+ends the RUNNING runs of its experiment whose owner is gone, as KILLED
+(:meth:`MLflowHook.end_dead_runs`); a new run of the same name as an unfinished
+one is tagged ``proxynas.resumes=<old run id>``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from proxynas.artifacts import Figure, Metrics, Table, Tensors
 from proxynas.config.typed import flatten, to_dict
 from proxynas.engine.hooks import Hook
-from proxynas.storage import prepare_sqlite, sqlite_path
+from proxynas.storage import check_sqlite, sqlite_errors, sqlite_lock, sqlite_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+#: where a tracking URI comes from, named in its errors
+TRACKING_SETTING = "run.tracking_uri (--tracking-uri)"
+_TRACKING_FIX = "point it at a writable file, e.g. --tracking-uri sqlite:///PATH/mlflow.db"
+
+#: tags naming the process that owns a run, on every run the hook creates (see :class:`Owner`)
+HOST_TAG, PID_TAG, PROCESS_TAG = "proxynas.host", "proxynas.pid", "proxynas.process"
+#: tag of a top-level run that retries an unfinished (KILLED or FAILED) run of the same name: that run's id
+RESUMES_TAG = "proxynas.resumes"
+#: tag saying why a run failed or was ended by another process
+ERROR_TAG = "proxynas.error"
+PARENT_TAG = "mlflow.parentRunId"
+#: a RUNNING run whose owner cannot be checked from here (another host or container, or a run
+#: without owner tags) is ended only once it started this long ago (seconds). Runs of a
+#: pipeline take hours, rarely days; a live run ended by mistake is set FINISHED or FAILED
+#: again by its own process when it ends (MLflow lets a run's status change after it ended).
+STALE_AFTER = 7 * 24 * 3600.0
+
+
+def check_tracking_uri(uri: str, setting: str = TRACKING_SETTING) -> None:
+    """Fail with a one-line ConfigError unless an MLflow store at ``uri`` can be written.
+
+    Cheap (no database is opened), so the app runs it before any stage. A local
+    sqlite store must be creatable, or an intact and writable SQLite file (see
+    :func:`proxynas.storage.check_sqlite`); without this, MLflow retries a failed
+    open for almost two minutes and then prints a traceback. Other URIs (a
+    tracking server, a database server) are checked when the hook opens them.
+    """
+    check_sqlite(uri, setting, _TRACKING_FIX)
 
 
 def _artifact_root(tracking_uri: str) -> str | None:
@@ -27,27 +66,122 @@ def _artifact_root(tracking_uri: str) -> str | None:
     return (db.parent.resolve() / "artifacts").as_uri() if db is not None else None
 
 
-def open_experiment(tracking_uri: str, experiment: str):
+def open_experiment(tracking_uri: str, experiment: str, setting: str = TRACKING_SETTING):
     """``(client, experiment_id)`` of ``experiment`` in the store at ``tracking_uri``, created if needed.
 
-    The one place an MLflow store is opened: a local sqlite store gets its
-    folder, and a new experiment keeps its artifacts beside the database.
+    The one place an MLflow store is opened: a local sqlite store is checked
+    (:func:`check_tracking_uri`) and gets its folder, and a new experiment keeps
+    its artifacts beside the database. Opening holds the store's lock file:
+    MLflow creates a fresh store's schema without one, so runs starting at once
+    in a new folder would collide ("table ... already exists"), and so would
+    their creating the same experiment. A corrupted or unwritable store is a
+    one-line ConfigError naming ``setting``.
     """
+    check_tracking_uri(tracking_uri, setting)
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=prepare_sqlite(tracking_uri))
-    exp = client.get_experiment_by_name(experiment)
-    if exp is not None:
-        return client, exp.experiment_id
-    return client, client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
+    with sqlite_lock(tracking_uri), sqlite_errors(tracking_uri, setting, _TRACKING_FIX):
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is not None:
+            return client, exp.experiment_id
+        return client, client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
+
+
+@functools.lru_cache(maxsize=1)
+def _namespace() -> tuple[str, str] | None:
+    """``(boot id, pid namespace)`` of this process (None without Linux's /proc)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return boot, os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot); None if there is none or it is a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime field 22
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that owns an MLflow run, recorded in the run's tags.
+
+    ``process`` is ``<boot id>/<pid namespace>/<start ticks>`` on Linux ("" where
+    there is no /proc): a pid alone names another process once the old one is
+    gone, so a run is only taken for alive when the pid still has the same
+    start time in the same boot; the pid namespace tells apart containers that
+    share a host name, whose pids cannot be checked from each other.
+    """
+
+    host: str
+    pid: int
+    process: str = ""
+
+    @classmethod
+    def current(cls) -> "Owner":
+        """This process (read at each call: a forked child is its own owner)."""
+        pid = os.getpid()
+        ns, ticks = _namespace(), _start_ticks(pid)
+        return cls(socket.gethostname(), pid, f"{ns[0]}/{ns[1]}/{ticks}" if ns and ticks else "")
+
+    @classmethod
+    def of(cls, tags: Mapping[str, str]) -> "Owner | None":
+        """The owner named by a run's ``tags`` (None for a run without them)."""
+        try:
+            return cls(tags[HOST_TAG], int(tags[PID_TAG]), tags.get(PROCESS_TAG, ""))
+        except (KeyError, ValueError):
+            return None
+
+    def tags(self) -> dict[str, str]:
+        return {HOST_TAG: self.host, PID_TAG: str(self.pid), PROCESS_TAG: self.process}
+
+    def alive(self) -> bool | None:
+        """Whether the owner still runs; None when this process cannot tell (another host or container)."""
+        if self.host != socket.gethostname():
+            return None
+        parts, ns = self.process.split("/"), _namespace()
+        if len(parts) == 3 and ns is not None:
+            boot, pid_ns, ticks = parts
+            if boot != ns[0]:
+                return False  # the host rebooted since the run started
+            if pid_ns != ns[1]:
+                return None
+            return _start_ticks(self.pid) == ticks
+        try:  # no /proc: whether the pid exists is all there is to know
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
 
 
 def _params(data: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v)[:6000] for k, v in flatten(data).items()}
 
 
+def _end_status(error: BaseException) -> str:
+    """MLflow status of a run ended by ``error``: Ctrl-C kills a run, anything else fails it."""
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 class MLflowHook(Hook):
-    """Logs a pipeline run to MLflow (``mlflow ui --backend-store-uri <uri>`` to browse)."""
+    """Logs a pipeline run to MLflow (``mlflow ui --backend-store-uri <uri>`` to browse).
+
+    Every run it creates carries its owner's tags (:class:`Owner`); starting a
+    top-level run first ends the runs that killed processes left RUNNING
+    (:meth:`end_dead_runs`) and links an unfinished run of the same name
+    (``proxynas.resumes``).
+    """
 
     def __init__(
         self,
@@ -55,12 +189,17 @@ class MLflowHook(Hook):
         experiment: str = "proxynas",
         *,
         tracked: Callable[[str], bool] = lambda name: True,
+        setting: str = TRACKING_SETTING,
+        stale_after: float = STALE_AFTER,
     ) -> None:
         """``tracked(output_name)`` says which outputs of a *cached* stage to load and log
-        again (so a re-run's MLflow run is complete without loading big cached data)."""
-        self.client, self.experiment_id = open_experiment(tracking_uri, experiment)
+        again (so a re-run's MLflow run is complete without loading big cached data).
+        ``setting`` names where ``tracking_uri`` came from in errors; ``stale_after``
+        (seconds) is when a RUNNING run whose owner cannot be checked counts as dead."""
+        self.client, self.experiment_id = open_experiment(tracking_uri, experiment, setting)
         self.tracking_uri = tracking_uri
         self.tracked = tracked
+        self.stale_after = stale_after
         self.parent_id: str | None = None
         self._stage_runs: dict[str, str] = {}
 
@@ -78,7 +217,7 @@ class MLflowHook(Hook):
 
     def on_pipeline_error(self, error: BaseException) -> None:
         if self.parent_id:
-            self.client.set_terminated(self.parent_id, "FAILED")
+            self.client.set_terminated(self.parent_id, _end_status(error))
 
     # -- stages -----------------------------------------------------------
     def before_stage(self, stage, key: str, cached: bool) -> None:
@@ -106,20 +245,87 @@ class MLflowHook(Hook):
     def on_stage_error(self, stage, key: str, error: BaseException) -> None:
         run_id = self._stage_runs.pop(stage.name, None)
         if run_id:
-            self.client.set_tag(run_id, "proxynas.error", str(error)[:5000])
-            self.client.set_terminated(run_id, "FAILED")
+            self.client.set_tag(run_id, ERROR_TAG, str(error)[:5000])
+            self.client.set_terminated(run_id, _end_status(error))
 
     # -- logging, also used by search and tune ---------------------------
     def start_run(self, name: str, tags: Mapping[str, str] = {}, parent: str | None = None) -> str:
         """A new run of this hook's experiment, nested under run ``parent`` if given; its id.
 
-        End it with :meth:`end_run`.
+        End it with :meth:`end_run`. A top-level run (a pipeline run, a search or
+        tuning session) first ends the runs dead processes left RUNNING, and is
+        tagged ``proxynas.resumes`` when the newest earlier top-level run of the
+        same ``name`` did not finish.
         """
-        tags = {**tags, "mlflow.parentRunId": parent} if parent else dict(tags)
+        tags = {**tags, **Owner.current().tags()}
+        if parent:
+            tags[PARENT_TAG] = parent
+        else:
+            self.end_dead_runs()
+            previous = self.unfinished_run(name)
+            if previous is not None:
+                tags[RESUMES_TAG] = previous
         return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
+
+    def end_dead_runs(self) -> list[str]:
+        """End, as KILLED, the RUNNING runs of this experiment whose process is gone; their ids.
+
+        A run is ended when its owner (:class:`Owner`) ran on this host and is no
+        longer alive (pid gone, a zombie, reused by a younger process, or the host
+        rebooted). A run whose owner cannot be checked from here -- another host,
+        another container, or no owner tags -- is ended only once it started more
+        than ``stale_after`` seconds ago. The end time is now (when the process
+        died is unknown) and ``proxynas.error`` says who ended the run and why.
+        """
+        now, me, ended = time.time(), Owner.current(), []
+        for run in self._running_runs():
+            owner = Owner.of(run.data.tags)
+            alive = owner.alive() if owner is not None else None
+            if alive is None:
+                age = now - run.info.start_time / 1000
+                if age < self.stale_after:
+                    continue
+                why = (f"still RUNNING {age / 86400:.1f} days after it started and its process "
+                       f"({owner or 'not recorded'}) cannot be checked from {me.host}")
+            elif alive:
+                continue
+            else:
+                why = f"its process ({owner}) is gone without ending it (killed?)"
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            self.client.set_tag(run.info.run_id, ERROR_TAG, f"{why}; marked KILLED by {me} at {stamp}")
+            self.client.set_terminated(run.info.run_id, "KILLED", end_time=int(now * 1000))
+            ended.append(run.info.run_id)
+        return ended
+
+    def _running_runs(self) -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                           max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def unfinished_run(self, name: str) -> str | None:
+        """The id of the newest top-level run named ``name`` if it ended KILLED or FAILED (else None).
+
+        A new run of that name retries it (completed stages come from the cache),
+        so :meth:`start_run` links the two. Names holding both quote characters
+        cannot be put in an MLflow filter and are never linked.
+        """
+        quote = next((q for q in ("'", '"') if q not in name), None)
+        if quote is None:
+            return None
+        runs = self.client.search_runs([self.experiment_id], f"attributes.run_name = {quote}{name}{quote}",
+                                       order_by=["attributes.start_time DESC"], max_results=100)
+        top = [run for run in runs if PARENT_TAG not in run.data.tags]
+        if top and top[0].info.status in ("KILLED", "FAILED"):
+            return top[0].info.run_id
+        return None
 
     def log_params(self, run_id: str, data: Mapping[str, Any]) -> None:
         """The flattened ``data`` as params of ``run_id`` (values cut to MLflow's limit)."""

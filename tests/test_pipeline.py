@@ -559,3 +559,35 @@ def test_deterministic_kernels_are_switched_on_for_cuda_runs_only(tiny, monkeypa
     real()
     assert calls[-1] is True and torch.backends.cudnn.benchmark is False and torch.backends.cudnn.deterministic
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_a_distillation_killed_mid_way_resumes_from_its_checkpoint_to_the_same_summary(tiny, tmp_path, monkeypatch):
+    import torch
+
+    from proxynas import pipeline
+    from proxynas.app import build_runner
+
+    overrides = tiny + ["distill.methods.dm.iterations=6"]
+    clean = build_runner(load_config(QUICKSTART, [*overrides, f"run.cache_dir={tmp_path / 'clean'}"]))
+    expected = clean.run(targets=["distill_dm"])["summary_dm"]
+
+    class Killed(BaseException):
+        pass
+
+    saved = []
+    real_save = pipeline._TimedCheckpoint.save
+
+    def save_then_die(self, iteration, state):
+        real_save(self, iteration, state)
+        saved.append(iteration)
+        if iteration == 4:
+            raise Killed
+
+    monkeypatch.setattr(pipeline._TimedCheckpoint, "due", lambda self: True)
+    monkeypatch.setattr(pipeline._TimedCheckpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        build_runner(load_config(QUICKSTART, overrides)).run(targets=["distill_dm"])
+    monkeypatch.setattr(pipeline._TimedCheckpoint, "save", lambda self, i, s: saved.append(i) or real_save(self, i, s))
+    resumed = build_runner(load_config(QUICKSTART, overrides)).run(targets=["distill_dm"])["summary_dm"]
+    assert saved == [1, 2, 3, 4, 5]  # the rerun went on from iteration 5
+    assert torch.equal(resumed.data.x, expected.data.x) and torch.equal(resumed.data.y, expected.data.y)

@@ -1,12 +1,37 @@
-"""MLflow tracking: the hook's public logging methods and the Optuna trial callback built on them."""
+"""MLflow tracking: the hook's public logging methods, the Optuna trial callback built on them,
+and a store that stays usable: checked early, opened by several processes at once, and
+cleared of the runs killed processes left RUNNING."""
 
 import math
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 
 from proxynas.artifacts import Table
-from proxynas.tracking import MLflowHook, MLflowTrialCallback
+from proxynas.cli import main
+from proxynas.engine import Cache, Graph, Runner, Stage
+from proxynas.errors import ConfigError
+from proxynas.tracking import (
+    ERROR_TAG,
+    PID_TAG,
+    RESUMES_TAG,
+    MLflowHook,
+    MLflowTrialCallback,
+    Owner,
+    _start_ticks,
+    check_tracking_uri,
+    open_experiment,
+)
+
+CTX = multiprocessing.get_context("fork")
+QUICKSTART = Path(__file__).resolve().parents[1] / "pipelines" / "quickstart.yaml"
 
 
 def test_public_methods_log_nested_runs_params_metrics_history_and_tables(tmp_path):
@@ -59,3 +84,183 @@ def test_trial_callback_logs_each_trial_under_one_parent(tmp_path):
         history = client.get_metric_history(run.info.run_id, "intermediate_value")
         assert [(m.step, m.value) for m in history] == [(5, trial.value / 2), (10, trial.value)]
         assert run.info.status == "FINISHED"
+
+
+# -- a store that cannot be used: one line, before MLflow's two minutes of retries --------
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow sqlite store with its schema and no experiment; tests copy it (creating one takes seconds)."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}")
+    return path
+
+
+def _copy(store: Path, folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(store, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def test_an_unusable_store_is_one_line_naming_the_setting_and_fix(tmp_path, empty_store):
+    (tmp_path / "dir.db").mkdir()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\xde\xad" * 4000)
+    damaged = Path(_copy(empty_store, tmp_path / "damaged")[len("sqlite:///"):])
+    data = bytearray(damaged.read_bytes())
+    data[4096:] = bytes((b * 7 + 13) & 0xFF for b in data[4096:])  # the header stays intact
+    damaged.write_bytes(bytes(data))
+    cases = {
+        f"sqlite:///{tmp_path / 'dir.db'}": "is a folder, not a database file; point it at a writable file, "
+                                           "e.g. --tracking-uri sqlite:///",
+        f"sqlite:///{garbage}": f"{garbage} is not a readable SQLite database (corrupted or overwritten); "
+                                f"move it aside (mv {garbage} {garbage}.corrupt) or delete it",
+        f"sqlite:///{damaged}": f"{damaged} is not a readable SQLite database",
+    }
+    start = time.monotonic()
+    for uri, expected in cases.items():
+        with pytest.raises(ConfigError) as info:
+            MLflowHook(uri, "exp")
+        message = str(info.value)
+        assert message.startswith("run.tracking_uri (--tracking-uri) sqlite:///") and expected in message, message
+        assert "\n" not in message
+    assert time.monotonic() - start < 30  # MLflow alone retries an unopenable file for ~100 s
+    with pytest.raises(ConfigError, match="is a folder"):
+        check_tracking_uri(f"sqlite:///{tmp_path / 'dir.db'}")
+    check_tracking_uri(f"sqlite:///{damaged}")  # the header is intact: only opening it tells
+    check_tracking_uri("http://localhost:5000")  # a server is checked when the hook connects
+
+
+def test_proxynas_run_with_an_unusable_store_exits_2_before_any_stage(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mlflow.db").write_bytes(b"garbage" * 100)
+    code = main(["run", str(QUICKSTART), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "--set", "run.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: run.tracking_uri (--tracking-uri) "), err
+    assert "move it aside" in err and not (tmp_path / ".proxynas" / "cache").exists()
+
+
+# -- several processes opening a fresh store at once ------------------------------------
+def _open(uri, barrier, out):
+    barrier.wait()
+    try:
+        out.put(open_experiment(uri, "exp")[1])
+    except Exception as exc:  # the test shows what went wrong in the child
+        out.put(f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def test_three_processes_open_a_fresh_store_at_once(tmp_path):
+    """Without the lock MLflow's schema creation races ("table ... already exists") and so does
+    creating the experiment."""
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
+    barrier, out = CTX.Barrier(3), CTX.Queue()
+    procs = [CTX.Process(target=_open, args=(uri, barrier, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    ids = [out.get(timeout=5) for _ in procs]
+    assert len(set(ids)) == 1 and ids[0].isdigit(), ids
+    assert sorted(e.name for e in MlflowClient(tracking_uri=uri).search_experiments()) == ["Default", "exp"]
+
+
+# -- runs of killed processes ---------------------------------------------------------
+def _graph(block=None) -> Graph:
+    """Two stages; with an event, the second sets it and then hangs (until its process is killed)."""
+
+    def slow(x):
+        if block is not None:
+            block.set()
+            time.sleep(600)
+        return x + 1
+
+    return Graph([Stage("first", lambda: 1, outputs=("x",)), Stage("second", slow, inputs=("x",), outputs=("y",))])
+
+
+def _tracked_run(uri, cache, block) -> None:
+    Runner(_graph(block), Cache(cache), hooks=[MLflowHook(uri, "exp")]).run(run_info={"name": "quick"})
+
+
+def test_the_runs_of_a_killed_process_are_ended_and_its_rerun_links_them(tmp_path, empty_store):
+    uri = _copy(empty_store, tmp_path / "store")
+    block = CTX.Event()
+    child = CTX.Process(target=_tracked_run, args=(uri, tmp_path / "cache", block))
+    child.start()
+    try:
+        assert block.wait(120), "the child never reached its second stage"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("exp").experiment_id
+    old = {r.info.run_name: r for r in client.search_runs([exp])}
+    assert {n: r.info.status for n, r in old.items()} == {"quick": "RUNNING", "first": "FINISHED", "second": "RUNNING"}
+    assert {r.data.tags[PID_TAG] for r in old.values()} == {str(child.pid)}
+
+    before = time.time() * 1000
+    hook = MLflowHook(uri, "exp")
+    Runner(_graph(), Cache(tmp_path / "cache"), hooks=[hook]).run(run_info={"name": "quick"})
+    for name in ("quick", "second"):
+        run = client.get_run(old[name].info.run_id)
+        assert run.info.status == "KILLED" and run.info.end_time >= before
+        assert f"its process (pid {child.pid} on " in run.data.tags[ERROR_TAG]
+        assert f"marked KILLED by pid {os.getpid()}" in run.data.tags[ERROR_TAG]
+    assert client.get_run(old["first"].info.run_id).info.status == "FINISHED"  # untouched
+    new = client.get_run(hook.parent_id)
+    assert new.info.status == "FINISHED" and new.data.tags[RESUMES_TAG] == old["quick"].info.run_id
+    assert new.data.tags[PID_TAG] == str(os.getpid())
+    again = MLflowHook(uri, "exp")
+    again_id = again.start_run("quick")  # the newest "quick" finished: nothing to resume
+    assert RESUMES_TAG not in client.get_run(again_id).data.tags and again.end_dead_runs() == []
+
+
+def _zombie() -> Owner:
+    """The owner tags of a child that has exited but is not reaped yet: its pid exists, with its start time."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.read(read, 1)
+        os._exit(0)
+    me = Owner.current()
+    owner = Owner(me.host, pid, me.process.rsplit("/", 1)[0] + "/" + _start_ticks(pid))
+    os.write(write, b"x")
+    while _start_ticks(pid) is not None:  # None once it is a zombie
+        time.sleep(0.02)
+    os.close(read)
+    os.close(write)
+    return owner
+
+
+@pytest.mark.skipif(not Owner.current().process, reason="needs Linux's /proc to tell a process's start time")
+def test_runs_whose_owner_cannot_be_checked_are_ended_only_when_stale(tmp_path, empty_store):
+    uri = _copy(empty_store, tmp_path / "store")
+    hook = MLflowHook(uri, "exp", stale_after=3600)
+    me = Owner.current()
+    boot, pid_ns, _ = me.process.split("/")
+    zombie = _zombie()
+    owners = {  # run name: (owner tags, whether the run is left RUNNING)
+        "live here": (me.tags(), True),
+        "zombie": (zombie.tags(), False),
+        "pid reused": (Owner(me.host, me.pid, f"{boot}/{pid_ns}/1").tags(), False),
+        "rebooted since": (Owner(me.host, me.pid, f"another-boot/{pid_ns}/1").tags(), False),
+        "other container, recent": (Owner(me.host, 1, f"{boot}/pid:[1]/1").tags(), True),
+        "other host, recent": (Owner("elsewhere", 1).tags(), True),
+        "other host, old": (Owner("elsewhere", 1).tags(), False),
+        "no owner, recent": ({}, True),
+        "no owner, old": ({}, False),
+    }
+    now_ms, ids = int(time.time() * 1000), {}
+    for name, (tags, _) in owners.items():
+        start = now_ms - (2 * 3600 * 1000 if name.endswith("old") else 60 * 1000)
+        ids[name] = hook.client.create_run(hook.experiment_id, start_time=start, tags=tags, run_name=name).info.run_id
+    try:
+        ended = set(hook.end_dead_runs())
+    finally:
+        os.waitpid(zombie.pid, 0)
+    assert ended == {ids[n] for n, (_, lives) in owners.items() if not lives}
+    for name, (_, lives) in owners.items():
+        run = hook.client.get_run(ids[name])
+        assert run.info.status == ("RUNNING" if lives else "KILLED"), name
+        assert (run.info.end_time is None and ERROR_TAG not in run.data.tags) if lives else run.info.end_time
+    assert "cannot be checked from" in hook.client.get_run(ids["other host, old"]).data.tags[ERROR_TAG]

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 
 from proxynas.data.types import ImageData
+from proxynas.distill.checkpoint import Checkpoint
 from proxynas.errors import ConfigError, DataError, DivergenceError
 from proxynas.fields import Checked, checked
 from proxynas.models import ConvNet
@@ -98,11 +99,16 @@ class Distiller(Checked, ABC):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """Summarise ``train`` into exactly ``ipc`` images per class.
 
         Work happens on ``device``; the returned summary lives on the CPU with
         labels sorted class by class (``[0]*ipc + [1]*ipc + ...``).
+
+        An iterative method saves its loop state into ``checkpoint`` when it
+        is due and resumes from the state it holds, ending bit-identical (on
+        a CPU) to an uninterrupted run; the others accept and ignore it.
         """
 
 
@@ -148,8 +154,9 @@ class PreparedDistiller(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
-        """:meth:`Distiller.distill` given the output of :meth:`prepare`."""
+        """:meth:`Distiller.distill` given the output of :meth:`prepare` (``checkpoint``: its loop's)."""
 
     def prepare_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.prepare_fields}
@@ -162,9 +169,13 @@ class PreparedDistiller(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
+        """:meth:`prepare`, then :meth:`distill_prepared`; only the latter is checkpointed."""
         prepared = self.prepare(train, seed=seed, device=device, progress=progress)
-        return self.distill_prepared(train, ipc, prepared, seed=seed, device=device, progress=progress)
+        return self.distill_prepared(
+            train, ipc, prepared, seed=seed, device=device, progress=progress, checkpoint=checkpoint
+        )
 
 
 def check_ipc(train: ImageData, ipc: int) -> list[int]:
@@ -284,8 +295,12 @@ class FeatureCoreset(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
-        """Run :meth:`select` on each class's features and keep the chosen real images."""
+        """Run :meth:`select` on each class's features and keep the chosen real images.
+
+        Not iterative: ``checkpoint`` is ignored.
+        """
         check_ipc(train, ipc)
         feats = self.features_of(train, seed=seed, device=device)
         generator = torch.Generator().manual_seed(seed)

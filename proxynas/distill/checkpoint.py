@@ -12,6 +12,12 @@ The pipeline's distill stage keeps the state in the stage's journal
 (:mod:`proxynas.engine.journal`), under the stage's cache key, so it is only
 ever resumed into the same distillation, and it is deleted once the summary
 is cached.
+
+:class:`Loop` is the part the distillers share: the state of one outer loop
+(learned tensors, optimizers, generators, history, anything else carried
+over) and ``Loop.range``, the loop's ``range`` that resumes and saves.
+Tensors are saved as CPU copies, so a checkpoint taken on an accelerator
+resumes there (or elsewhere) and the loop may keep updating its own in place.
 """
 
 from __future__ import annotations
@@ -172,7 +178,7 @@ class Loop:
         return state
 
     def load(self, state: Mapping[str, Any]) -> int:
-        """Put ``state`` (from :meth:`state`, saved by a run of the same distillation) back; the iteration it reached."""
+        """Put ``state`` (:meth:`state` of a run of the same distillation) back; returns the iteration it reached."""
         if state.get("method") != self.method:
             raise ValueError(f"the checkpoint is of {state.get('method')!r}, not of {self.method!r}")
         saved = state["tensors"]
@@ -184,7 +190,8 @@ class Loop:
                     f"the checkpoint's {name} is {tuple(saved[name].shape)}, the loop's {tuple(tensor.shape)}"
                 )
         if len(state["optimizers"]) != len(self.optimizers):
-            raise ValueError(f"the checkpoint holds {len(state['optimizers'])} optimizers, the loop {len(self.optimizers)}")
+            count = len(state["optimizers"])
+            raise ValueError(f"the checkpoint holds {count} optimizers, the loop {len(self.optimizers)}")
         with torch.no_grad():
             for name, tensor in self.tensors.items():
                 tensor.copy_(saved[name])

@@ -40,6 +40,7 @@ from proxynas.distill.base import (
     initial_images,
     seeded_convnet,
 )
+from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.fields import checked
 from proxynas.numerics import draw_seed, sample_batch
 from proxynas.progress import Progress, null_progress
@@ -70,7 +71,8 @@ class DD(Distiller):
     images and step sizes. ``init="real"`` starts from random real images
     (the paper starts from noise, ``init="noise"``; real images converge in
     far fewer iterations). ``Summary.history`` is the real-data loss of every
-    iteration.
+    iteration. A checkpoint holds the images, the raw step sizes, Adam's
+    state, the generator's state and the history.
 
     ``lr_inner``/``lr_img`` (released code: 0.02 / 0.01, for LeNet on
     MNIST) were raised to 0.1 / 0.1 after a short sweep on digits (ipc 10,
@@ -137,13 +139,15 @@ class DD(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
         """Minimise the unrolled real-data loss over images and step sizes (Algorithm 1).
 
         Returns the synthetic images (classes in order, on ``device``), the
         learned step sizes ``[inner_steps]`` and the loss of every iteration.
         All randomness (initial images, network seeds, real batches) comes
-        from one CPU generator seeded with ``seed``.
+        from one CPU generator seeded with ``seed``. The loop resumes from and
+        saves into ``checkpoint`` (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
@@ -155,8 +159,10 @@ class DD(Distiller):
         real_x = train.x.to(device, torch.float32)
         real_y = train.y.to(device)
         history: list[float] = []
+        loop = Loop(self.name, tensors={"syn": syn, "raw_lr": raw_lr}, optimizers=[optimizer],
+                    generators=[generator], history=history)
 
-        for it in range(1, self.iterations + 1):
+        for it in loop.range(self.iterations, checkpoint):
             net = seeded_convnet(train, draw_seed(generator), device, width=self.width, depth=self.depth)
             pick = sample_batch(len(train), self.batch_real, generator).to(device)
             loss = self.unrolled_loss(net, syn, syn_y, F.softplus(raw_lr), real_x[pick], real_y[pick])
@@ -176,7 +182,10 @@ class DD(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """The images of :meth:`optimise` as a summary (the learned step sizes are not part of it)."""
-        syn, _, history = self.optimise(train, ipc, seed=seed, device=device, progress=progress)
+        syn, _, history = self.optimise(
+            train, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint
+        )
         return finish_summary(train, syn, ipc, self.name, history)

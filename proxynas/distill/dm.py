@@ -32,6 +32,7 @@ from proxynas.distill.base import (
     descend,
     make_summary,
 )
+from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.distill.networks import NETWORKS, draw_network, require_space
 from proxynas.fields import checked
 from proxynas.numerics import draw_seed
@@ -63,6 +64,10 @@ class DM(Distiller):
     A batch-norm cell's embedding can move with the images far faster than
     the instance-norm ConvNet's (on 8x8 test images its gradients are 10-100x
     larger), so ``lr_img`` may need lowering with ``networks: space``.
+
+    A checkpoint holds the images, the SGD momentum, the generator's state
+    and the history (each iteration's embedder is drawn afresh from the
+    generator, so nothing else carries over).
     """
 
     name: ClassVar[str] = "dm"
@@ -138,6 +143,7 @@ class DM(Distiller):
         device: torch.device,
         progress: Progress = null_progress,
         space: "SearchSpace | None" = None,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """Minimise DM eq. 4 over S by SGD (lr ``lr_img``, momentum ``momentum``; DM experimental settings).
 
@@ -149,6 +155,9 @@ class DM(Distiller):
         With ``networks: space`` theta is instead a random cell of ``space``
         drawn from that generator's seed (:func:`draw_network`); without
         ``space`` that raises :class:`ConfigError`.
+
+        The loop resumes from and saves into ``checkpoint``
+        (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         require_space(self.name, self.networks, space)
         check_ipc(train, ipc)
@@ -160,8 +169,10 @@ class DM(Distiller):
         augment = self.augment
         history: list[float] = []
         drawn_from = space if self.networks == "space" else None
+        loop = Loop(self.name, tensors={"syn": syn}, optimizers=[optimizer], generators=[generator],
+                    history=history)
 
-        for it in range(1, self.iterations + 1):
+        for it in loop.range(self.iterations, checkpoint):
             net_seed = draw_seed(generator)
             # space=None draws the paper's ConvNet (seeded_convnet), exactly as before the setting existed
             net = draw_network(train, net_seed, device, space=drawn_from, width=self.width, depth=self.depth)

@@ -37,6 +37,7 @@ from proxynas.distill.base import (
     initial_images,
     seeded_convnet,
 )
+from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.distill.krr import krr_loss, regression_targets
 from proxynas.fields import checked
 from proxynas.models import ConvNet
@@ -54,6 +55,16 @@ class _PoolMember:
         self.net.requires_grad_(True)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=frepo.online_lr)
         self.steps = steps
+
+    def state(self) -> dict:
+        """The member's weights, online optimiser state and step count (for a checkpoint)."""
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "steps": self.steps}
+
+    def load(self, state: dict) -> None:
+        """Put :meth:`state` back into this member (same architecture; weights copied in place)."""
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
 
 
 @DISTILLERS.register("frepo")
@@ -76,7 +87,10 @@ class FRePo(Distiller):
     after ``max_online_steps`` steps; their step counts start staggered
     (``j * max_online_steps / pool_size``) so resets are spread over time.
     ``reg`` is lambda before the trace scaling (paper: 1e-6).
-    ``Summary.history`` holds the loss of every iteration.
+    ``Summary.history`` holds the loss of every iteration. A checkpoint
+    holds the images and labels, Adam's state, every pool network's weights,
+    online optimiser state and step count, the generator's state and the
+    history.
     """
 
     name: ClassVar[str] = "frepo"
@@ -117,11 +131,14 @@ class FRePo(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """Algorithm 1 of FRePo: meta step on S with a pool network, then one online step of that network.
 
         All randomness (initial images, network seeds, pool sampling, target
-        batches) comes from one CPU generator seeded with ``seed``.
+        batches) comes from one CPU generator seeded with ``seed``. The loop
+        resumes from and saves into ``checkpoint``
+        (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
@@ -139,7 +156,15 @@ class FRePo(Distiller):
         real_y = regression_targets(train.y.to(device), k)
         history: list[float] = []
 
-        for it in range(1, self.iterations + 1):
+        def load_pool(states: list[dict]) -> None:
+            for member, state in zip(pool, states, strict=True):
+                member.load(state)
+
+        loop = Loop(self.name, tensors={"syn": syn, "labels": labels}, optimizers=[optimizer],
+                    generators=[generator], history=history,
+                    extra=lambda: [member.state() for member in pool], load_extra=load_pool)
+
+        for it in loop.range(self.iterations, checkpoint):
             member = pool[int(torch.randint(0, self.pool_size, (), generator=generator))]
             pick = sample_batch(len(train), self.batch_target, generator).to(device)
             loss = self.objective(member.net, syn, labels, real_x[pick], real_y[pick])

@@ -66,6 +66,7 @@ from proxynas.distill.base import (
     class_indices,
     make_summary,
 )
+from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.distill.networks import (
     BN_PER_CLASS,
     NETWORKS,
@@ -225,6 +226,11 @@ class GradientMatching(Distiller):
 
     ``Summary.history`` holds, per iteration, the objective averaged over its
     ``match_steps`` matching steps.
+
+    A checkpoint (taken between iterations) holds the optimised tensor, its
+    SGD momentum, the generator's state and the history: every iteration's
+    network and its optimiser are drawn afresh from the generator, so nothing
+    else carries over.
     """
 
     iterative: ClassVar[bool] = True
@@ -409,6 +415,7 @@ class GradientMatching(Distiller):
         device: torch.device,
         progress: Progress = null_progress,
         space: "SearchSpace | None" = None,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """DC Algorithm 1: for each of ``iterations`` fresh networks, alternate
         ``match_steps`` image updates with :meth:`update_network`.
@@ -426,9 +433,14 @@ class GradientMatching(Distiller):
         real images per class, fixes the BN statistics on them and matches
         with the BN layers in eval mode (:func:`freeze_batchnorm`), then puts
         the network back in train mode for :meth:`update_network`.
+
+        The loop resumes from and saves into ``checkpoint``, between
+        iterations (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         require_space(self.name, self.networks, space)
-        return self._distill(train, ipc, seed=seed, device=device, progress=progress, space=space)
+        return self._distill(
+            train, ipc, seed=seed, device=device, progress=progress, space=space, checkpoint=checkpoint
+        )
 
     def _distill(
         self,
@@ -439,6 +451,7 @@ class GradientMatching(Distiller):
         device: torch.device,
         progress: Progress,
         space: "SearchSpace | None",
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
@@ -453,8 +466,10 @@ class GradientMatching(Distiller):
         augment = self.augment
         history: list[float] = []
         lr_img = self.setting("lr_img")
+        loop = Loop(self.name, tensors={"stored": stored}, optimizers=[optimizer], generators=[generator],
+                    history=history)
 
-        for it in range(1, self.iterations + 1):
+        for it in loop.range(self.iterations, checkpoint):
             net_seed = draw_seed(generator)
             net, net_optimizer = self.new_network(train, real_x, real_y, net_seed, device, generator, it, space)
             # the papers' ConvNet has instance norm: the default path draws nothing more

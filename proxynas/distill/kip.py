@@ -35,6 +35,7 @@ from proxynas.distill.base import (
     finish_summary,
     initial_images,
 )
+from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.distill.krr import krr_loss, regression_targets
 from proxynas.fields import checked
 from proxynas.numerics import sample_batch
@@ -111,6 +112,8 @@ class KIP(Distiller):
     (initialised to centred one-hot); learned labels come back as
     :attr:`Summary.soft_labels`. ``Summary.history`` holds the loss of
     every iteration; progress is reported every ``log_every`` iterations.
+    A checkpoint holds the support images and labels, Adam's state, the
+    generator's state and the history.
     """
 
     name: ClassVar[str] = "kip"
@@ -151,11 +154,13 @@ class KIP(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """Minimise the KRR loss over the support set by Adam (KIP, Algorithm 1).
 
         All randomness (initial images, target batches) comes from one CPU
-        generator seeded with ``seed``.
+        generator seeded with ``seed``. The loop resumes from and saves into
+        ``checkpoint`` (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
@@ -168,8 +173,10 @@ class KIP(Distiller):
         real_x = train.x.to(device, torch.float32)
         real_y = regression_targets(train.y.to(device), k)
         history: list[float] = []
+        loop = Loop(self.name, tensors={"syn": syn, "labels": labels}, optimizers=[optimizer],
+                    generators=[generator], history=history)
 
-        for it in range(1, self.iterations + 1):
+        for it in loop.range(self.iterations, checkpoint):
             pick = sample_batch(len(train), self.batch_target, generator).to(device)
             loss = self.objective(syn, labels, real_x[pick], real_y[pick])
             descend(optimizer, loss, history, method=self.name, iteration=it, iterations=self.iterations,

@@ -13,6 +13,7 @@ import torch
 
 from proxynas.data.types import ImageData
 from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_ipc, class_indices, make_summary
+from proxynas.distill.checkpoint import Checkpoint
 from proxynas.progress import Progress, null_progress
 
 
@@ -32,11 +33,12 @@ class RandomCoreset(Distiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """Uniform sampling without replacement per class (DC-Bench, Cui et al. 2022).
 
         A CPU generator seeded with ``seed`` draws the permutations, so the
-        subset is the same on every device.
+        subset is the same on every device. Not iterative: ``checkpoint`` is ignored.
         """
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)

@@ -56,6 +56,7 @@ from proxynas.distill.base import (
     make_summary,
     seeded_convnet,
 )
+from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.distill.gradient_matching import epoch_batches
 from proxynas.errors import ConfigError, DivergenceError
 from proxynas.fields import checked
@@ -209,7 +210,10 @@ class TrajectoryMatching(PreparedDistiller):
     ``expert_batch`` with ``expert_dsa`` augmentation (one omega per image),
     on a ConvNet of ``width`` / ``depth`` / ``norm`` that the student shares.
 
-    ``Summary.history`` holds eq. 1 of every iteration.
+    ``Summary.history`` holds eq. 1 of every iteration. A checkpoint of
+    :meth:`distill_prepared` holds the images, alpha, the labels, the SGD
+    momenta of all three, the generator's state and the history (the experts
+    are the cached preparation, not part of it).
     """
 
     iterative: ClassVar[bool] = True
@@ -390,10 +394,11 @@ class TrajectoryMatching(PreparedDistiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         # Checked before the experts are trained: too few images per class must not cost their training.
         check_ipc(train, ipc)
-        return super().distill(train, ipc, seed=seed, device=device, progress=progress)
+        return super().distill(train, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint)
 
     @abstractmethod
     def matching_gradients(
@@ -415,6 +420,7 @@ class TrajectoryMatching(PreparedDistiller):
         seed: int,
         device: torch.device,
         progress: Progress = null_progress,
+        checkpoint: Checkpoint | None = None,
     ) -> Summary:
         """MTT Algorithm 1 on the experts ``prepared`` by :meth:`prepare`.
 
@@ -424,7 +430,8 @@ class TrajectoryMatching(PreparedDistiller):
         when used up, as in MTT's code) with one DSA seed each, then takes one
         SGD step on the images, alpha and (when learned) the labels with the
         gradient of :meth:`matching_gradients`. All randomness comes from one
-        CPU generator seeded with ``seed``.
+        CPU generator seeded with ``seed``. The loop resumes from and saves
+        into ``checkpoint`` (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         check_ipc(train, ipc)
         student = self.student(train, device)
@@ -447,8 +454,11 @@ class TrajectoryMatching(PreparedDistiller):
         batch = n if self.batch_syn is None else min(self.batch_syn, n)
         min_lr = self.lr_teacher * _MIN_LR_FRACTION
         history: list[float] = []
+        learned_tensors = {"syn": syn, "lr": lr} if labels is None else {"syn": syn, "lr": lr, "labels": labels}
+        loop = Loop(self.name, tensors=learned_tensors, optimizers=optimizers, generators=[generator],
+                    history=history)
 
-        for it in range(1, self.iterations + 1):
+        for it in loop.range(self.iterations, checkpoint):
             expert = trajectories[int(torch.randint(0, len(trajectories), (), generator=generator))]
             t = int(torch.randint(0, self.max_start_epoch, (), generator=generator))
             chunks: list[torch.Tensor] = []

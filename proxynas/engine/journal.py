@@ -76,8 +76,9 @@ class Journal:
         self.folder.mkdir(parents=True, exist_ok=True)
         final = self._path(f"state:{name}").with_suffix(".pt")
         tmp = final.with_name(f".tmp-{uuid.uuid4().hex}")
-        torch.save(state, tmp)
-        with open(tmp, "rb") as fh:
+        with open(tmp, "wb") as fh:  # through a handle: torch's zip writer names the archive after a path
+            torch.save(state, fh)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
 

@@ -19,7 +19,9 @@ float32, with the data's classes and normalisation stats; valid soft labels;
 the input and torch's global RNG left alone; the same summary for one seed and
 another for another seed (unless the method is not ``seeded``); for iterative
 methods a history of at least 10 values whose last 5 average below the first
-5; progress reported up to done == total; a preparation that survives the
+5; progress reported up to done == total; for iterative methods, a
+distillation interrupted after a checkpoint and resumed from it ends
+bit-identical to an uninterrupted one; a preparation that survives the
 stage cache; one-line errors for a missing or too small class and a bad
 ``ipc``; the registered name and config round trip; a docstring citing the
 paper.
@@ -28,7 +30,9 @@ Optional class attributes: ``ipc`` (default 2), ``train`` (an
 :class:`ImageData`; default :func:`tiny_images`, three separable classes of
 1x8x8 images) and ``learns_step_size`` (default False: the summary carries no
 ``learned_lr``; True: it carries a finite positive step size learned away from
-the method's initial ``lr_teacher``, the same for a repeated run).
+the method's initial ``lr_teacher``, the same for a repeated run) and
+``interrupt_at`` (default ``None``: half the iterations; the iteration after
+which the checkpointed run is killed).
 
 A :class:`PreparedDistiller` is tested with :class:`PreparedDistillerContract`,
 which adds the check that its preparation survives the stage cache.
@@ -52,6 +56,8 @@ import torch
 
 from proxynas.data.types import ImageData
 from proxynas.distill.base import DISTILLERS, LABEL_LOSSES, Distiller, PreparedDistiller, Summary
+from proxynas.distill.checkpoint import STATE, Checkpoint
+from proxynas.engine.journal import Journal
 from proxynas.errors import ConfigError, DataError
 from proxynas.spaces import NB201Space, SearchSpace
 from proxynas.testing.plugins import assert_cites_a_paper, assert_registered
@@ -61,6 +67,7 @@ __all__ = [
     "PreparedDistillerContract",
     "Runs",
     "SpaceAwareDistillerContract",
+    "assert_resumes_bit_identically",
     "recording_space",
     "tiny_images",
 ]
@@ -110,6 +117,8 @@ class DistillerContract:
     train: ClassVar[ImageData | None] = None
     #: the method learns a step size with its images (MTT/TESLA's alpha, ``Summary.learned_lr``)
     learns_step_size: ClassVar[bool] = False
+    #: the iteration after which the checkpointed run is interrupted (None: half of them)
+    interrupt_at: ClassVar[int | None] = None
 
     @classmethod
     def plugin_type(cls) -> type:
@@ -231,6 +240,18 @@ class DistillerContract:
         assert all(0 < done <= total for done, total in calls)
         assert calls[-1][0] == calls[-1][1]
 
+    # -- checkpoints ------------------------------------------------------------------
+
+    def test_a_resumed_distillation_ends_bit_identical_to_an_uninterrupted_one(self, method, data, runs):
+        if method.iterative:
+            assert_resumes_bit_identically(method, data, self.ipc, at=self.interrupt_at, prepared=runs.prepared)
+            return
+        # a one-shot method accepts a checkpoint, saves nothing and gives the same summary
+        checkpoint = Checkpoint(Journal(), seconds=0)
+        out = method.distill(data, self.ipc, seed=0, device=CPU, checkpoint=checkpoint)
+        assert checkpoint.saves == 0 and checkpoint.restore() is None
+        assert torch.equal(out.data.x, runs.first.data.x) and torch.equal(out.data.y, runs.first.data.y)
+
     # -- errors -----------------------------------------------------------------------
 
     def test_missing_class_is_a_one_line_error(self, method, data):
@@ -287,6 +308,91 @@ class PreparedDistillerContract(DistillerContract):
         params = method.prepare_params()
         assert set(params) == set(type(method).prepare_fields)
         assert type(method).for_prepare(params).prepare_params() == params
+
+
+def assert_resumes_bit_identically(
+    method: Distiller,
+    train: ImageData,
+    ipc: int,
+    *,
+    at: int | None = None,
+    prepared: Any = None,
+    seed: int = 0,
+    **kwargs: Any,
+) -> Summary:
+    """Check that a distillation killed after iteration ``at`` and resumed from its checkpoint ends as one never killed.
+
+    Three CPU runs of ``method`` on one torch thread: uninterrupted, without
+    a checkpoint; with a ``Checkpoint(seconds=0)`` (in memory) that is killed
+    right after saving iteration ``at`` (default: half the iterations); and a
+    fresh run resuming from that state, after it has been through
+    ``torch.save`` / ``torch.load`` as a journal on disk would. The resumed
+    run must redo no iteration, save after every later iteration but the
+    last, and give exactly (``torch.equal``) the same images, labels, soft
+    labels, learned step size and history. A :class:`PreparedDistiller` runs
+    :meth:`~PreparedDistiller.distill_prepared` on ``prepared`` (prepared
+    here when None); ``kwargs`` go to every call (e.g. ``space=``). Returns
+    the resumed summary.
+    """
+    if isinstance(method, PreparedDistiller) and prepared is None:
+        prepared = method.prepare(train, seed=seed, device=CPU)
+
+    def run(checkpoint: Checkpoint | None) -> Summary:
+        if isinstance(method, PreparedDistiller):
+            return method.distill_prepared(
+                train, ipc, prepared, seed=seed, device=CPU, checkpoint=checkpoint, **kwargs
+            )
+        return method.distill(train, ipc, seed=seed, device=CPU, checkpoint=checkpoint, **kwargs)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread for all three runs: a thread count can change float sums
+    try:
+        uninterrupted = run(None)
+        total = len(uninterrupted.history)  # one value per iteration
+        at = total // 2 if at is None else at
+        assert 0 < at < total, f"interrupt at an iteration in 1..{total - 1}, not {at}"
+        killed = _InterruptingCheckpoint(Journal(), at)
+        with pytest.raises(_Interrupted):
+            run(killed)
+        assert killed.saved == list(range(1, at + 1)), "with seconds=0 every iteration is saved"
+        buffer = io.BytesIO()
+        torch.save(killed.journal.load_state(STATE), buffer)
+        buffer.seek(0)
+        journal = Journal()
+        journal.save_state(STATE, torch.load(buffer, weights_only=False))
+        again = _InterruptingCheckpoint(journal, None)
+        resumed = run(again)
+    finally:
+        torch.set_num_threads(threads)
+    # resumed after `at`: no iteration redone, none saved at the end (the summary is the result)
+    assert again.saved == list(range(at + 1, total)), f"resumed run saved {again.saved}"
+    a, b = uninterrupted, resumed
+    assert torch.equal(a.data.x, b.data.x) and torch.equal(a.data.y, b.data.y)
+    assert a.history == b.history
+    assert (a.soft_labels is None) == (b.soft_labels is None)
+    if a.soft_labels is not None:
+        assert torch.equal(a.soft_labels, b.soft_labels)
+    assert a.learned_lr == b.learned_lr and a.label_loss == b.label_loss
+    return resumed
+
+
+class _Interrupted(Exception):
+    """The simulated kill of :class:`_InterruptingCheckpoint`."""
+
+
+class _InterruptingCheckpoint(Checkpoint):
+    """Saves every time asked (``seconds=0``), recording the iterations, and dies right after saving ``at``."""
+
+    def __init__(self, journal: Journal, at: int | None) -> None:
+        super().__init__(journal, seconds=0)
+        self.at = at
+        self.saved: list[int] = []
+
+    def save(self, iteration: int, state: dict[str, Any]) -> None:
+        super().save(iteration, state)
+        self.saved.append(iteration)
+        if iteration == self.at:
+            raise _Interrupted
 
 
 def _tensors_equal(a: Any, b: Any) -> bool:
