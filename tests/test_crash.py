@@ -4,18 +4,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from tests.quickstart import QUICKSTART, TINY
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "run.device=cpu",
-    "sample.num_archs=5",
-    "report.top_k=3",
-    "report.bootstrap=50",
-    "distill.ipc=2",
-    "distill.methods.dm.iterations=3",
-    "proxy.epochs=2",
-    "reference.epochs=1",
-    "space.channels=4",
-]
 
 
 def _crash_test_module():
@@ -29,7 +20,7 @@ def _crash_test_module():
 def test_a_run_killed_twice_at_random_moments_ends_with_the_uninterrupted_results(tmp_path):
     crash = _crash_test_module()
     lines = []
-    report = crash.crash_test(str(ROOT / "pipelines" / "quickstart.yaml"), TINY, kills=2, seed=3,
+    report = crash.crash_test(str(QUICKSTART), TINY, kills=2, seed=3,
                               work=tmp_path / "work", log=lines.append)
     assert report.kills == 2 and len(report.left_behind) == 2
     assert report.equal, "the resumed run's results differ from the uninterrupted run's"

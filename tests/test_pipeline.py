@@ -13,18 +13,7 @@ from proxynas.cli import main
 from proxynas.config import load_config
 from proxynas.pipeline import build_graph
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "pipelines" / "quickstart.yaml"
-TINY = [
-    "sample.num_archs=5",
-    "report.top_k=3",
-    "report.bootstrap=50",
-    "distill.ipc=2",
-    "distill.methods.dm.iterations=3",
-    "proxy.epochs=2",
-    "reference.epochs=1",
-    "space.channels=4",
-    "run.device=cpu",
-]
+from tests.quickstart import QUICKSTART, TINY
 
 
 @pytest.fixture()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 
@@ -188,6 +188,21 @@ class TrainProxy(TrainSettings, Proxy):
             except ValueError as exc:
                 raise ConfigError(f"{ctx.setting_prefix}.{exc}") from None
 
+    def _fit_options(self, ctx: ProxyContext) -> dict[str, Any]:
+        """What :func:`fit` and :func:`fit_fused` are told about the context, the same for both."""
+        return {
+            "device": ctx.device,
+            "seed": ctx.seed,
+            "setting_prefix": ctx.setting_prefix,
+            "progress": ctx.progress,
+            "soft_labels": ctx.soft_labels,
+            "label_loss": ctx.label_loss,
+            "learned_lr": ctx.learned_lr,
+            "eval_data": self.eval_data(ctx),
+            "teacher": ctx.teacher,
+            "temperature": ctx.temperature,
+        }
+
     def archs_per_scoring(self) -> int:
         return self.arch_batch
 
@@ -203,22 +218,7 @@ class TrainProxy(TrainSettings, Proxy):
         except NotFusable as exc:
             raise ConfigError(f"{prefix}.arch_batch={self.arch_batch}: {exc}; set {prefix}.arch_batch: 1") from None
         try:
-            curves = fit_fused(
-                fused,
-                ctx.train_data,
-                self,
-                device=ctx.device,
-                seed=ctx.seed,
-                labels=list(archs),
-                setting_prefix=prefix,
-                progress=ctx.progress,
-                soft_labels=ctx.soft_labels,
-                label_loss=ctx.label_loss,
-                learned_lr=ctx.learned_lr,
-                eval_data=self.eval_data(ctx),
-                teacher=ctx.teacher,
-                temperature=ctx.temperature,
-            )
+            curves = fit_fused(fused, ctx.train_data, self, labels=list(archs), **self._fit_options(ctx))
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _out_of_memory(exc):
                 raise
@@ -235,22 +235,7 @@ class TrainProxy(TrainSettings, Proxy):
         """Train once; every name of ``scores`` from the final evaluation and the learning curve."""
         model = self._build(arch, ctx)
         self._check_steps_budget(ctx)
-        fitted = fit(
-            model,
-            ctx.train_data,
-            self,
-            device=ctx.device,
-            seed=ctx.seed,
-            label=arch,
-            setting_prefix=ctx.setting_prefix,
-            progress=ctx.progress,
-            soft_labels=ctx.soft_labels,
-            label_loss=ctx.label_loss,
-            learned_lr=ctx.learned_lr,
-            eval_data=self.eval_data(ctx),
-            teacher=ctx.teacher,
-            temperature=ctx.temperature,
-        )
+        fitted = fit(model, ctx.train_data, self, label=arch, **self._fit_options(ctx))
         values = {name: _read(name, fitted.curve) for name in self.scores}
         return Scored(values, tuple(r.as_dict() for r in fitted.curve))
 
