@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,39 @@ def nb201_csv() -> Path:
     from proxynas.reference import default_table_path
 
     return default_table_path()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server URL: ``$PROXYNAS_TEST_POSTGRES``, or a throwaway local server for the session."""
+    import shutil
+    import tempfile
+
+    from tests.postgres import LocalPostgres
+
+    given = os.environ.get("PROXYNAS_TEST_POSTGRES")
+    if given:
+        yield given
+        return
+    root = Path(tempfile.mkdtemp(prefix="proxynas-pg-"))  # under /tmp: the postgres user can reach it
+    root.chmod(0o755)
+    server = LocalPostgres(root / "pg")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def postgres_url(postgres_server, request):
+    """A fresh database per test on the shared server."""
+    import sqlalchemy
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", f"{request.module.__name__}_{request.node.name}".lower())[-55:]
+    engine = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

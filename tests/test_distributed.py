@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from optuna.trial import TrialState
 
 from proxynas.distributed import OVER_BUDGET, RETRY_ATTR, budget, open_storage, open_study, run_worker
 from proxynas.errors import ConfigError
-from tests.postgres import LocalPostgres
 
 N_TASKS = 12
 CTX = multiprocessing.get_context("fork")
@@ -114,35 +111,6 @@ def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'study.db'}"
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
-    given = os.environ.get("PROXYNAS_TEST_POSTGRES")
-    if given:
-        yield given
-        return
-    root = Path(tempfile.mkdtemp(prefix="proxynas-pg-"))  # under /tmp: the postgres user can reach it
-    root.chmod(0o755)
-    server = LocalPostgres(root / "pg")
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture()
-def postgres_url(postgres_server, request):
-    """A fresh database per test on the shared server."""
-    import sqlalchemy
-
-    name = "t_" + request.node.name.lower().replace("[", "_").replace("]", "")[:50]
-    engine = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return postgres_server.rsplit("/", 1)[0] + f"/{name}"
 
 
 def test_three_workers_share_one_study_sqlite(sqlite_url, tmp_path):

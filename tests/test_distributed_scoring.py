@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,36 +63,6 @@ def start():
             p.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def postgres_server():
-    """``$PROXYNAS_TEST_POSTGRES`` or a throwaway server (as in tests/test_distributed.py)."""
-    from tests.postgres import LocalPostgres  # here: a bare `pytest` (no repo root on sys.path) runs the rest
-
-    given = os.environ.get("PROXYNAS_TEST_POSTGRES")
-    if given:
-        yield given
-        return
-    root = Path(tempfile.mkdtemp(prefix="proxynas-pg-"))  # under /tmp: the postgres user can reach it
-    root.chmod(0o755)
-    server = LocalPostgres(root / "pg")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture()
-def postgres_url(postgres_server):
-    """A fresh database on the shared server."""
-    import sqlalchemy
-
-    name = f"t_scoring_{os.getpid()}_{time.monotonic_ns()}"
-    engine = sqlalchemy.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return postgres_server.rsplit("/", 1)[0] + f"/{name}"
 
 
 @dataclass(frozen=True)
