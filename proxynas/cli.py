@@ -78,7 +78,7 @@ def _load(args):
 
 def cmd_run(args) -> int:
     from proxynas.app import build_runner, run_info, tracking_hooks
-    from proxynas.engine import ConsoleHook
+    from proxynas.engine import Cache, ConsoleHook
     from proxynas.report import format_report
 
     if args.jobs < 1:
@@ -90,6 +90,7 @@ def cmd_run(args) -> int:
         from proxynas.config.pipeline import check_storage_url
 
         check_storage_url(config.run.storage, "run.storage")
+    Cache(config.run.cache_dir).check_writable()  # before the tracking stores are opened, and any stage
     hooks = tracking_hooks(config, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow)
     runner = build_runner(config, hooks)
     start = time.perf_counter()
