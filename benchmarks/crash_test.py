@@ -10,7 +10,8 @@ that finishes before its kill moment counts as completed, not killed), and
 finally run to completion. It prints, per kill, the cached stages and the
 per-architecture records (stage journals, :mod:`proxynas.engine.journal`)
 the kill left behind, and in total: kills, the compute time of all attempts
-over the uninterrupted time (the work redone, plus start-up), and whether
+over that of as many uninterrupted runs as were completed (the work redone,
+plus start-ups), and whether
 the final results equal the uninterrupted run's (every value of every
 architecture, timings aside).
 
@@ -44,9 +45,14 @@ class CrashReport:
     equal: bool = False
 
     @property
+    def completions(self) -> int:
+        """Pipelines completed: each attempt that finished before its kill, and the final run."""
+        return self.completed_early + 1
+
+    @property
     def overhead(self) -> float:
-        """Compute time of every attempt over the uninterrupted run's (1.0 = nothing redone)."""
-        return sum(self.attempt_seconds) / self.clean_seconds
+        """Compute time of all attempts over that of as many uninterrupted runs as completed (1.0 = nothing redone)."""
+        return sum(self.attempt_seconds) / (self.completions * self.clean_seconds)
 
 
 def _command(pipeline: str, overrides: list[str], cache: Path, work: Path) -> list[str]:
