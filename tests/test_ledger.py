@@ -2,7 +2,6 @@
 
 import math
 import multiprocessing
-import time
 from pathlib import Path
 
 import optuna
@@ -103,13 +102,13 @@ def test_proxynas_run_with_an_unusable_ledger_exits_2_before_any_stage(tmp_path,
     monkeypatch.chdir(tmp_path)
     garbage = tmp_path / "ledger.db"
     garbage.write_bytes(b"garbage" * 100)
-    start = time.monotonic()
     code = main(["run", str(QUICKSTART), "--no-mlflow", "--set", f"run.ledger=sqlite:///{garbage}",
                  "--set", "run.device=cpu"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: run.ledger sqlite:///"), err
-    assert "move it aside" in err and time.monotonic() - start < 30
-    assert not (tmp_path / ".proxynas" / "cache").exists()  # no stage ran
+    assert "move it aside" in err
+    cache = tmp_path / ".proxynas" / "cache"
+    assert not (cache.exists() and any(cache.iterdir()))  # no stage ran (the folder is only checked writable)
 
 
 def _open_and_record(url, barrier, row, out):

@@ -170,9 +170,8 @@ def test_the_lock_waits_for_a_live_holder_and_not_for_a_killed_one(tmp_path):
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.join()
-    start = time.monotonic()
-    with sqlite_lock(url):
-        assert time.monotonic() - start < 5
+    with sqlite_lock(url, timeout=0.3):  # the killed holder's lock is gone: taken at once, no timeout error
+        pass
     assert (tmp_path / "x.db.lock").exists() and not (tmp_path / "x.db").exists()
     with sqlite_lock("postgresql://u@h/db"):  # nothing to lock
         pass

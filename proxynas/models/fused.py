@@ -204,11 +204,6 @@ def write_back(module: nn.Module) -> None:
             sub.write_back()
 
 
-def select_channels(x: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
-    """The channels of the networks whose channel indices are ``members`` (all of them when None)."""
-    return x if members is None else x.index_select(1, members)
-
-
 def channel_index(networks: Sequence[int], channels: int, device: torch.device | None = None) -> torch.Tensor:
     """Indices of the channel-stacked channels that belong to ``networks`` (in that order)."""
     return torch.cat([torch.arange(k * channels, (k + 1) * channels) for k in networks]).to(device)

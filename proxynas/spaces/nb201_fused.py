@@ -34,7 +34,6 @@ class _FusedEdge(nn.Module):
             # ops are grouped by class and layout; two 'nor_conv' kernels differ in layout
             groups.setdefault(_op_key(op), []).append(k)
         self.count, self.channels = len(ops), channels
-        self.zero = [members for key, members in groups.items() if key.startswith("Zero")]
         self.group_ops = nn.ModuleList()
         self._members: list[list[int]] = []
         for key, members in groups.items():
@@ -44,7 +43,7 @@ class _FusedEdge(nn.Module):
             self._members.append(members)
         for i, members in enumerate(self._members):
             self.register_buffer(f"gather_{i}", channel_index(members, channels), persistent=False)
-        zero_members = [k for members in self.zero for k in members]
+        zero_members = groups.get("Zero", [])
         self.zero_count = len(zero_members)
         # channels of the concatenated group outputs (non-zero groups first, zeros last) back to network order
         concat_order = [k for members in self._members for k in members] + zero_members
