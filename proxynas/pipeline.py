@@ -137,8 +137,9 @@ class _TimedCheckpoint(Checkpoint):
     def __init__(self, journal: Journal, start: float) -> None:
         super().__init__(journal)
         self.start = start
-        #: seconds earlier, killed attempts spent before their last checkpoint (resumed from there)
-        self.before = float(journal.get(_ELAPSED) or 0.0) if self.restore() is not None else 0.0
+        #: seconds earlier, killed attempts spent up to their last checkpoint (written with each
+        #: save, so read without loading the state the distiller restores itself)
+        self.before = float(journal.get(_ELAPSED) or 0.0)
 
     def save(self, iteration: int, state: dict[str, Any]) -> None:
         super().save(iteration, state)

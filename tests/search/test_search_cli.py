@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import optuna
 import pytest
@@ -14,7 +13,7 @@ from proxynas.config import load_config
 from proxynas.errors import ConfigError
 from proxynas.search import ProxyObjective, add_search_parser, cmd_search
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "pipelines" / "quickstart.yaml"
+from tests.quickstart import QUICKSTART
 TINY = [
     "run.device=cpu",
     "run.workers=1",
