@@ -207,6 +207,16 @@ def _plugin(base: type, registry: Registry, value: Any, path: str) -> Any:
         cls = registry.get(name)
     except UnknownNameError as exc:
         raise ConfigError(f"{_join(path, 'name')}: {exc}") from None
+    if "preset" in settings:
+        # a plugin's named settings (a distiller's paper settings); explicit keys win
+        preset = settings.pop("preset")
+        presets = getattr(cls, "presets", None) or {}
+        if not isinstance(preset, str) or preset not in presets:
+            known = ", ".join(sorted(presets)) or "none"
+            raise ConfigError(
+                f"{_join(path, 'preset')}: {name} has no preset {preset!r} (presets: {known}); name one or drop it"
+            )
+        settings = {**presets[preset], **settings}
     return from_dict(cls, settings, path)
 
 

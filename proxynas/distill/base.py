@@ -43,6 +43,12 @@ class Summary:
 
     ``learned_lr`` is a step size the distiller learned with the images
     (MTT/TESLA's alpha); a proxy with ``lr_from_summary`` trains with it.
+
+    ``stored_numbers`` is what a factorised summary (IDC, LinBa, HaBa, KFS)
+    actually stores -- its bases, codes, decoders -- while ``data`` holds the
+    images it expands to, so proxies train on it unchanged; ``None`` for a
+    summary that stores its images. :attr:`storage` is the storage budget
+    reported beside ``ipc``.
     """
 
     data: ImageData
@@ -51,6 +57,7 @@ class Summary:
     soft_labels: torch.Tensor | None = None
     label_loss: str = "ce"
     learned_lr: float | None = None
+    stored_numbers: int | None = None
 
     def __post_init__(self) -> None:
         if self.label_loss not in LABEL_LOSSES:
@@ -62,6 +69,75 @@ class Summary:
             n, k = len(self.data), self.data.num_classes
             if tuple(labels.shape) != (n, k):
                 raise ValueError(f"soft_labels must be [{n}, {k}], got shape {tuple(labels.shape)}")
+        if self.stored_numbers is not None and (
+            isinstance(self.stored_numbers, bool) or not isinstance(self.stored_numbers, int) or self.stored_numbers <= 0
+        ):
+            raise ValueError(f"stored_numbers must be an integer > 0, got {self.stored_numbers!r}")
+
+    @property
+    def storage(self) -> int:
+        """Numbers the summary stores: its images and learned labels, or a factorised summary's factors.
+
+        Hard labels are not counted (they are implied by the class order), as
+        in the factorisation papers' budgets.
+        """
+        if self.stored_numbers is not None:
+            return self.stored_numbers
+        labels = 0 if self.soft_labels is None else self.soft_labels.numel()
+        return self.data.x.numel() + labels
+
+
+#: how a paper's evaluation network learns from a summary's labels
+EVALUATION_LABELS = ("hard", "learned")
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """How a paper trains and tests its evaluation network on a summary (its published numbers' protocol).
+
+    ``benchmarks/distill_accuracy.py`` evaluates each method with its own
+    :attr:`Distiller.paper_protocol`, so its accuracy is comparable with the
+    published one. The default is DC's released ``evaluate_synset`` (Zhao et
+    al., ICLR 2021): ConvNet-3 (width 128, instance norm), SGD lr 0.01,
+    momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 half way, DSA
+    augmentation; ``epochs`` 300 as in the DC paper.
+    """
+
+    epochs: int = 300
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    #: factor applied to the learning rate half way through (1.0: constant)
+    lr_decay: float = 0.1
+    batch: int = 256
+    #: "none", "dsa" (DSA's differentiable augmentations, one draw per image) or "dsa+cutmix"
+    augment: str = "dsa"
+    #: "hard": class labels; "learned": the summary's soft labels when it has them
+    labels: str = "hard"
+    #: "ce" or "mse" (FRePo/KIP train on MSE)
+    loss: str = "ce"
+    #: train at the summary's learned step size (MTT/TESLA's alpha) instead of ``lr``
+    learned_lr: bool = False
+    #: images and summaries ZCA-whitened (fit on the training split) before training
+    zca: bool = False
+    #: the source of these values (paper table/section or released-code file)
+    source: str = "DC released code, utils.evaluate_synset (Zhao et al. ICLR 2021)"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if self.augment not in ("none", "dsa", "dsa+cutmix"):
+            raise ValueError(f"augment must be none, dsa or dsa+cutmix, got {self.augment!r}")
+        if self.labels not in EVALUATION_LABELS:
+            raise ValueError(f"labels must be one of {', '.join(EVALUATION_LABELS)}, got {self.labels!r}")
+        if self.loss not in LABEL_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LABEL_LOSSES)}, got {self.loss!r}")
+
+
+def preset_name(dataset: str, ipc: int) -> str:
+    """The key of a paper preset: ``"cifar10-ipc10"``."""
+    return f"{dataset}-ipc{ipc}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +151,35 @@ class Distiller(Checked, ABC):
     # True when the method optimises an objective over iterations (it then
     # fills Summary.history and DistillerContract checks it decreases).
     iterative: ClassVar[bool]
+    #: the paper's settings per dataset and ipc (keys from :func:`preset_name`,
+    #: values the fields that differ from the defaults); see :meth:`paper`
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: how the paper evaluates its summaries (``benchmarks/distill_accuracy.py``)
+    paper_protocol: ClassVar[EvaluationProtocol] = EvaluationProtocol()
+
+    @classmethod
+    def paper(cls, dataset: str, ipc: int, **overrides: Any) -> "Distiller":
+        """The method with its paper's settings for ``dataset`` at ``ipc`` (and ``overrides``).
+
+        In a pipeline file the same is ``{name: dm, preset: cifar10-ipc10}``.
+        """
+        return cls.from_preset(preset_name(dataset, ipc), **overrides)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> "Distiller":
+        """The method with the settings of preset ``preset``, then ``overrides``; one-line error if unknown."""
+        if preset not in cls.presets:
+            known = ", ".join(sorted(cls.presets)) or "none"
+            raise ConfigError(f"{cls.name} has no preset {preset!r} (presets: {known}); name one of those or drop preset")
+        return cls(**{**cls.presets[preset], **overrides})
+
+    def images_per_class(self, ipc: int) -> int:
+        """How many images per class the summary holds for a storage budget of ``ipc`` images per class.
+
+        ``ipc`` for a factorised method (IDC, LinBa, HaBa, KFS) is the papers'
+        storage budget; the summary expands to more images than that.
+        """
+        return ipc
 
     @property
     def seeded(self) -> bool:
@@ -101,7 +206,7 @@ class Distiller(Checked, ABC):
         progress: Progress = null_progress,
         checkpoint: Checkpoint | None = None,
     ) -> Summary:
-        """Summarise ``train`` into exactly ``ipc`` images per class.
+        """Summarise ``train`` into :meth:`images_per_class` images per class (``ipc`` for most methods).
 
         Work happens on ``device``; the returned summary lives on the CPU with
         labels sorted class by class (``[0]*ipc + [1]*ipc + ...``).

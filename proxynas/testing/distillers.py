@@ -165,11 +165,33 @@ class DistillerContract:
     def test_summary_has_ipc_images_per_class_in_class_order(self, method, data, runs):
         out = runs.first.data
         c, h, w = data.shape
-        assert tuple(out.x.shape) == (data.num_classes * self.ipc, c, h, w)
+        per_class = method.images_per_class(self.ipc)
+        assert tuple(out.x.shape) == (data.num_classes * per_class, c, h, w)
         assert out.x.dtype == torch.float32 and out.y.dtype == torch.int64
-        assert torch.equal(out.y, torch.arange(data.num_classes).repeat_interleave(self.ipc))
+        assert torch.equal(out.y, torch.arange(data.num_classes).repeat_interleave(per_class))
         assert out.classes == data.classes
         assert (out.mean, out.std) == (data.mean, data.std), "the summary must keep the data's normalisation"
+
+    def test_storage_counts_what_the_summary_stores(self, method, data, runs):
+        summary = runs.first
+        assert isinstance(summary.storage, int) and summary.storage > 0
+        if summary.stored_numbers is None:
+            labels = 0 if summary.soft_labels is None else summary.soft_labels.numel()
+            assert summary.storage == summary.data.x.numel() + labels
+        if method.images_per_class(self.ipc) != self.ipc:
+            assert summary.stored_numbers is not None, "a factorised summary must report what it stores"
+
+    def test_paper_presets_build_and_the_protocol_is_cited(self, method):
+        cls = type(method)
+        for preset, settings in cls.presets.items():
+            assert re.fullmatch(r"[a-z0-9_]+-ipc[0-9]+", preset), f"preset {preset!r} is not '<dataset>-ipc<N>'"
+            built = cls.from_preset(preset)
+            for key, value in settings.items():
+                assert getattr(built, key) == value, f"preset {preset!r} did not set {key}"
+            assert DISTILLERS.get(cls.name) is cls
+        with pytest.raises(ConfigError, match="no preset"):
+            cls.from_preset("no-such-ipc0")
+        assert cls.paper_protocol.source.strip(), "paper_protocol.source must say where its values come from"
 
     def test_summary_is_named_after_the_method(self, method, runs):
         assert runs.first.method == type(method).name
