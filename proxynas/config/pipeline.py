@@ -204,7 +204,7 @@ class SampleConfig(Checked):
 
 
 def _default_methods() -> dict[str, Distiller]:
-    return {"dm": DM(), "random": RandomCoreset(), "herding": Herding(), "kcenter": KCenter()}
+    return {"dm": DM(iterations=200), "random": RandomCoreset(), "herding": Herding(), "kcenter": KCenter()}
 
 
 @dataclass(frozen=True)
