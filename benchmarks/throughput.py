@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", type=int, default=16, help="uniformly drawn NB201 cells (default 16)")
     parser.add_argument("--naive-archs", type=int, default=None,
                         help="archs for (a) and (b), the slow loops (default: all); rates are per arch")
-    parser.add_argument("--k", default="4,8,16", help="comma list of arch_batch values for (d)")
+    parser.add_argument("--k", default="4,8,16", help="comma list of arch_batch values for (d); 'auto' measures the count that fits the device")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for (c) and (d) on a CPU")
     parser.add_argument("--eval-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -250,8 +250,8 @@ def main(argv=None) -> int:
     per_arch = accs(measure("(b) per-arch", slow, lambda: score_all(proxy, slow, ctx, workers=1)))
     if cpu:
         measure(f"(c) workers={args.workers}", archs, lambda: score_all(proxy, archs, ctx, workers=args.workers))
-    fused: dict[int, list[float]] = {}
-    for k in [int(v) for v in args.k.split(",")]:
+    fused: dict[int | str, list[float]] = {}
+    for k in [v if v == "auto" else int(v) for v in args.k.split(",")]:
         batched = replace(proxy, arch_batch=k)
         fused[k] = accs(measure(f"(d) fused K={k}", archs, lambda: score_all(batched, archs, ctx, workers=1)))
         if cpu:
@@ -269,7 +269,7 @@ def main(argv=None) -> int:
     print(f"\nall {NB201_CELLS:,} NB201 cells at the fastest rate measured ({best_name}, {best_rate:.1f} archs/min):"
           f" {NB201_CELLS / best_rate / 60:.1f} h (extrapolated, not measured)")
 
-    k_best = max(fused)
+    k_best = max(fused, key=lambda k: float("inf") if k == "auto" else k)
     fused_slow = fused[k_best][: len(slow)]
     print(f"\nagreement on the same {len(slow)} archs (final val accuracy %); (a) vs (b) differ only in float"
           " rounding (torch's thread count), which training amplifies: the noise floor of any two runs")

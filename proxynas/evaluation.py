@@ -190,6 +190,8 @@ def score_all(
     result also has ``values`` (name -> float, ``value`` being the first) and,
     when it trains, ``curve`` (one mapping per epoch).
     """
+    # a setting resolved on the device (arch_batch: auto) decides the groups below
+    proxy = proxy.fitted_to(list(archs), ctx)
     out: dict[str, tuple[Any, float]] = {}
     groups = []
     # the groups are cut from the whole list, so a resumed run trains the same groups

@@ -374,6 +374,12 @@ class PipelineConfig:
                     f"{where}.arch_batch={proxy.archs_per_scoring()} trains architectures fused, which the"
                     f" {self.space.name} space does not support; set {where}.arch_batch: 1"
                 )
+            if getattr(proxy, "arch_batch", None) == "auto" and self.run.storage:
+                # every process must cut the same groups; auto would cut them by its own device's memory
+                raise ValueError(
+                    f"{where}.arch_batch=auto cannot be shared by the processes of run.storage (each device"
+                    f" would choose its own); set {where}.arch_batch to a number"
+                )
         rows = self.row_names()
         for name, spec in self.combined.items():
             if name in rows:

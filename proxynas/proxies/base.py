@@ -112,6 +112,16 @@ class Proxy(Checked, ABC):
         """How many archs :meth:`score_batch` trains at once (1, the default: one at a time)."""
         return 1
 
+    def fitted_to(self, archs: Sequence[str], ctx: ProxyContext) -> "Proxy":
+        """This proxy with the settings that depend on the device resolved for scoring ``archs``.
+
+        The default returns ``self``; a training proxy with ``arch_batch: auto``
+        returns a copy whose ``arch_batch`` fits the device
+        (:mod:`proxynas.proxies.arch_batch`). Callers scoring a population
+        call it once, before cutting the archs into groups.
+        """
+        return self
+
     def score_batch(self, archs: Sequence[str], ctx: ProxyContext) -> list[Scored]:
         """:meth:`score_values` of each of ``archs`` (at most :meth:`archs_per_scoring`), in order.
 

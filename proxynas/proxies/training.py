@@ -21,15 +21,18 @@ One training yields several scores (``scores``), each a report row:
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 
 from proxynas.data.types import ImageData
 from proxynas.errors import ConfigError
-from proxynas.fields import checked
+from proxynas.fields import KEYED_WHEN_SET, checked
+from proxynas.progress import null_progress
+from proxynas.proxies import arch_batch as auto_batch
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext, Scored
 from proxynas.models.fused import NotFusable
 from proxynas.training import EpochRecord, TrainSettings, fit, fit_fused
@@ -65,6 +68,13 @@ def _check_scores(names: Sequence[str]) -> None:
     dupes = sorted({n for n in names if list(names).count(n) > 1})
     if dupes:
         raise ValueError(f"scores lists {dupes[0]!r} twice; list each score once")
+
+
+def _check_arch_batch(value: Any) -> None:
+    if value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"arch_batch must be an integer >= 1 or auto, got {value!r}")
 
 
 def stratified_subset(data: ImageData, size: int, seed: int) -> ImageData:
@@ -119,6 +129,11 @@ class TrainProxy(TrainSettings, Proxy):
       difference); 1 (default) trains them one by one. It pays where a
       network leaves the device idle (a GPU and a small summary); a value
       too large for the device's memory fails with a one-line error.
+      ``auto`` measures how many fit the device
+      (:mod:`proxynas.proxies.arch_batch`; 1 on a CPU, where fusion does not
+      pay). The groups then depend on the device's free memory, so results
+      may differ from another device's by float rounding; give a number
+      where that matters (a distributed run, ``run.storage``, requires one).
     """
 
     #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores;
@@ -131,7 +146,11 @@ class TrainProxy(TrainSettings, Proxy):
     eval_split: Literal["val", "test"] = "val"
     eval_size: int | None = checked(None, ge=1)
     scores: tuple[str, ...] = checked(("val_acc",), check=_check_scores)
-    arch_batch: int = checked(1, ge=1, keyed_when_set=True)
+    arch_batch: int | str = checked(1, check=_check_arch_batch, keyed_when_set=True)
+    # set on the copy fitted_to() returns, for the out-of-memory message; never in a cache key
+    _chosen_automatically: bool = field(
+        default=False, init=False, repr=False, compare=False, metadata={KEYED_WHEN_SET: True}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -204,7 +223,40 @@ class TrainProxy(TrainSettings, Proxy):
         }
 
     def archs_per_scoring(self) -> int:
-        return self.arch_batch
+        """``arch_batch``; 1 while it is ``auto`` and not yet :meth:`fitted_to` a device."""
+        return 1 if self.arch_batch == "auto" else self.arch_batch
+
+    def fitted_to(self, archs: Sequence[str], ctx: ProxyContext) -> "TrainProxy":
+        """For ``arch_batch: auto``, a copy training as many of ``archs`` at once as fit ``ctx.device``."""
+        if self.arch_batch != "auto":
+            return self
+        count = 1
+        if auto_batch.measures_memory(ctx.device) and ctx.space.fuses and len(archs) > 1:
+            count = self._fitting_arch_batch(archs, ctx)
+        fitted = dataclasses.replace(self, arch_batch=count)
+        object.__setattr__(fitted, "_chosen_automatically", True)
+        ctx.progress(0, len(archs), arch_batch=count)
+        return fitted
+
+    def _fitting_arch_batch(self, archs: Sequence[str], ctx: ProxyContext) -> int:
+        """How many of ``archs`` fit ``ctx.device`` fused, measured on copies of the heaviest one."""
+        shape = ctx.dataset.shape
+        heaviest = auto_batch.heaviest(
+            archs,
+            lambda arch: ctx.space.num_params(
+                arch, in_channels=shape[0], num_classes=ctx.dataset.num_classes, image_size=shape[1]
+            ),
+        )
+        probe_ctx = dataclasses.replace(ctx, progress=null_progress)
+
+        def peak(count: int) -> int:
+            probe = dataclasses.replace(
+                self, arch_batch=count, steps=auto_batch.PROBE_STEPS, scores=("val_acc",), curve_every=0
+            )
+            return auto_batch.peak_bytes(lambda: probe.score_batch([heaviest] * count, probe_ctx), ctx.device)
+
+        budget = int(auto_batch.MEMORY_FRACTION * auto_batch.free_bytes(ctx.device))
+        return auto_batch.fitting_count(peak, budget, len(archs))
 
     def score_batch(self, archs: Sequence[str], ctx: ProxyContext) -> list[Scored]:
         """Train ``archs`` as one fused network (``arch_batch``); their scores, in order."""
@@ -222,6 +274,11 @@ class TrainProxy(TrainSettings, Proxy):
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _out_of_memory(exc):
                 raise
+            if self._chosen_automatically:
+                raise ConfigError(
+                    f"{prefix}.arch_batch=auto chose {self.arch_batch}, but {len(archs)} of these networks trained"
+                    f" at once do not fit in the memory of {ctx.device}; set {prefix}.arch_batch below that"
+                ) from None
             raise ConfigError(
                 f"{prefix}.arch_batch={self.arch_batch}: {len(archs)} networks trained at once do not fit"
                 f" in the memory of {ctx.device}; lower {prefix}.arch_batch"

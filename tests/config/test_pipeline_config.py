@@ -53,7 +53,13 @@ def test_set_overrides_reach_plugins():
         ("space.name=darts", "unknown search space 'darts'"),
         ("proxy.lr=-1", "proxy: lr must be > 0"),
         ("report.top_k=50", "report.top_k=50 exceeds sample.num_archs=20"),
-        ("proxy.arch_batch=0", "proxy: arch_batch must be an integer >= 1, got 0"),
+        ("proxy.arch_batch=0", "proxy: arch_batch must be an integer >= 1 or auto, got 0"),
+        (
+            "proxy.arch_batch=auto|run.storage=sqlite:////tmp/proxynas-never-opened.db",
+            "proxy.arch_batch=auto cannot be shared by the processes of run.storage (each device would choose its"
+            " own); set proxy.arch_batch to a number",
+        ),
+        ("distill.methods.dm.preset=nope", "distill.methods.dm.preset: dm has no preset 'nope' (presets: "),
         (
             "space={name: convnet720}|proxy.arch_batch=4",
             "proxy.arch_batch=4 trains architectures fused, which the convnet720 space does not support;"
