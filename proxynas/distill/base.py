@@ -173,6 +173,14 @@ class Distiller(Checked, ABC):
             raise ConfigError(f"{cls.name} has no preset {preset!r} (presets: {known}); name one of those or drop preset")
         return cls(**{**cls.presets[preset], **overrides})
 
+    def evaluation_protocol(self) -> EvaluationProtocol:
+        """How the paper evaluated summaries made with these settings: :attr:`paper_protocol` by default.
+
+        A method whose paper evaluates its variants differently (CAFE vs
+        CAFE+DSA) overrides it.
+        """
+        return type(self).paper_protocol
+
     def images_per_class(self, ipc: int) -> int:
         """How many images per class the summary holds for a storage budget of ``ipc`` images per class.
 

@@ -192,6 +192,7 @@ class DistillerContract:
         with pytest.raises(ConfigError, match="no preset"):
             cls.from_preset("no-such-ipc0")
         assert cls.paper_protocol.source.strip(), "paper_protocol.source must say where its values come from"
+        assert method.evaluation_protocol().source.strip()
 
     def test_summary_is_named_after_the_method(self, method, runs):
         assert runs.first.method == type(method).name
