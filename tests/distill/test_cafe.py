@@ -202,3 +202,10 @@ def test_nan_learning_rates_raise_divergence_naming_the_setting(setting, match):
     cafe = CAFE(iterations=3, **{setting: float("nan")}, **SMALL, **FAST_LOOPS)
     with pytest.raises(DivergenceError, match=match):
         cafe.distill(tiny_images(), 2, seed=0, device=CPU)
+
+
+def test_cafe_with_dsa_is_evaluated_as_the_paper_evaluated_cafe_dsa():
+    assert CAFE().evaluation_protocol() == CAFE.paper_protocol
+    with_dsa = CAFE(dsa="color_crop_cutout_flip_scale_rotate").evaluation_protocol()
+    assert (with_dsa.epochs, with_dsa.augment) == (1000, "dsa")
+    assert (CAFE.paper_protocol.epochs, CAFE.paper_protocol.augment) == (600, "none")
