@@ -5,4 +5,4 @@ from proxynas.testing.distillers import DistillerContract
 
 
 class TestFRePoContract(DistillerContract):
-    distiller = FRePo(iterations=12, width=32, depth=2, pool_size=3, max_online_steps=10, learn_labels=True)
+    distiller = FRePo(iterations=12, width=16, depth=2, pool_size=3, max_online_steps=10, lr_img=0.01)

@@ -2,7 +2,10 @@
 
 Checks the shared KRR loss (survey eq. 5), the closed-form FC-ReLU NNGP/NTK
 against Monte-Carlo estimates of wide random networks, that each method lowers
-its own objective, divergence reporting, learned labels and determinism.
+its own objective, the pieces each takes from its released code (DD's step
+batches, per-step rates and schedule; FRePo's network, LAMB, cosine schedule,
+flip, label margin and pool resets; KIP's class-balanced targets and KRR
+evaluation), divergence reporting, learned labels and determinism.
 """
 
 import io
@@ -12,18 +15,21 @@ import pytest
 import torch
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import Summary, initial_images, seeded_convnet
-from proxynas.distill.dd import DD
-from proxynas.distill.frepo import FRePo
+from proxynas.distill import dd as dd_module
+from proxynas.distill import frepo as frepo_module
+from proxynas.distill.base import Summary, initial_images
+from proxynas.distill.dd import DD, AlexCifarNet, seeded_alexcifarnet, step_batches
+from proxynas.distill.frepo import FRePo, FRePoConvNet, Lamb, label_margin_penalty, seeded_frepo_net
 from proxynas.distill.kip import KIP, fc_relu_kernels
 from proxynas.distill.krr import krr_loss, krr_predict, regression_targets
-from proxynas.errors import DivergenceError
+from proxynas.errors import ConfigError, DivergenceError
 
 CPU = torch.device("cpu")
 FAST = {
-    "dd": {"iterations": 30, "width": 32, "depth": 2, "inner_steps": 5, "truncate": 5},
+    "dd": {"iterations": 30, "network": "convnet", "width": 16, "depth": 2, "distill_epochs": 2, "lr_img": 0.1,
+           "lr_inner": 0.1},
     "kip": {"iterations": 30},
-    "frepo": {"iterations": 30, "width": 32, "depth": 2, "pool_size": 3, "max_online_steps": 10},
+    "frepo": {"iterations": 30, "width": 16, "depth": 2, "pool_size": 3, "max_online_steps": 10, "lr_img": 0.01},
 }
 CLASSES = {"dd": DD, "kip": KIP, "frepo": FRePo}
 
@@ -68,12 +74,13 @@ def test_kip_loss_vanishes_when_support_is_the_target(kernel):
 
 
 def test_frepo_loss_vanishes_when_support_is_the_target():
-    data = tiny(per_class=4)  # 12 images < 128 features, so K_ss is invertible
+    data = tiny(per_class=4)  # 12 images < 288 features, so K_ss is invertible
     y = regression_targets(data.y, 3)
-    net = seeded_convnet(data, 0, CPU, width=32, depth=2)
+    net = seeded_frepo_net(data, 0, CPU, width=16, depth=2, norm="batch").eval()
     frepo = FRePo(reg=1e-10)
-    assert float(frepo.objective(net, data.x, y, data.x, y)) == pytest.approx(0.0, abs=1e-5)
-    assert float(frepo.objective(net, data.x[::4], y[::4], data.x, y)) > 1e-3
+    with torch.no_grad():
+        assert float(frepo.objective(net, data.x, y, data.x, y)) == pytest.approx(0.0, abs=1e-5)
+        assert float(frepo.objective(net, data.x[::4], y[::4], data.x, y)) > 1e-3
 
 
 def test_krr_loss_is_half_squared_error_per_target():
@@ -182,14 +189,23 @@ def test_kip_lowers_krr_loss_on_the_whole_train_set():
 
 def test_frepo_lowers_feature_krr_loss_under_unseen_networks():
     data, ipc = tiny(), 2
-    frepo = make("frepo")
+    frepo = make("frepo", learn_labels=False)
     start = initial_images(data, ipc, frepo.init, torch.Generator().manual_seed(0), CPU)
     out = frepo.distill(data, ipc, seed=0, device=CPU).data
-    y_s, y_t = regression_targets(out.y, 3), regression_targets(data.y, 3)
-    nets = [seeded_convnet(data, s, CPU, width=frepo.width, depth=frepo.depth) for s in range(10_000, 10_005)]
-    before = sum(float(frepo.objective(n, start, y_s, data.x, y_t)) for n in nets)
-    after = sum(float(frepo.objective(n, out.x, y_s, data.x, y_t)) for n in nets)
-    assert after < 0.8 * before
+    # the support labels the images were learned with: centred one-hot / sqrt(K / 10)
+    y_s, y_t = frepo.initial_labels(3, ipc, CPU), regression_targets(data.y, 3)
+    nets = [frepo.network(data, s, CPU).eval() for s in range(10_000, 10_005)]
+    with torch.no_grad():
+        before = sum(float(frepo.objective(n, *frepo.support(start, y_s), data.x, y_t)) for n in nets)
+        after = sum(float(frepo.objective(n, *frepo.support(out.x, y_s), data.x, y_t)) for n in nets)
+    assert after < 0.5 * before
+
+
+def held_out_dd_loss(dd: DD, data: ImageData, images: torch.Tensor, ipc: int, rates: torch.Tensor) -> float:
+    """The unrolled real-data loss summed over 5 learners DD never drew."""
+    batches = step_batches(images, ipc, dd.images_per_step)
+    nets = [dd.learner(data, s, CPU) for s in range(10_000, 10_005)]
+    return sum(float(dd.unrolled_loss(n, batches, rates, data.x, data.y).detach()) for n in nets)
 
 
 def test_dd_lowers_unrolled_loss_under_unseen_initialisations():
@@ -198,30 +214,62 @@ def test_dd_lowers_unrolled_loss_under_unseen_initialisations():
     dd = make("dd", init="noise")
     start = initial_images(data, ipc, dd.init, torch.Generator().manual_seed(0), CPU)
     syn, learned_steps, history = dd.optimise(data, ipc, seed=0, device=CPU)
-    assert learned_steps.shape == (dd.inner_steps,) and (learned_steps > 0).all()
-    initial_steps = torch.full((dd.inner_steps,), dd.lr_inner)
-    labels = torch.arange(3).repeat_interleave(ipc)
-
-    def held_out(images, steps):
-        nets = [seeded_convnet(data, s, CPU, width=dd.width, depth=dd.depth) for s in range(10_000, 10_005)]
-        return sum(float(dd.unrolled_loss(n, images, labels, steps, data.x, data.y).detach()) for n in nets)
-
-    before = held_out(start, initial_steps)
-    assert held_out(syn, initial_steps) < 0.5 * before
-    assert held_out(syn, learned_steps) < 0.2 * before
+    assert learned_steps.shape == (dd.inner_steps(ipc),) == (4,) and (learned_steps > 0).all()
+    initial_steps = torch.full((4,), dd.lr_inner)
+    before = held_out_dd_loss(dd, data, start, ipc, initial_steps)
+    assert held_out_dd_loss(dd, data, syn, ipc, initial_steps) < 0.7 * before
+    assert held_out_dd_loss(dd, data, syn, ipc, learned_steps) < 0.5 * before
+    assert not torch.allclose(learned_steps, initial_steps)  # the step sizes were learned
     assert torch.equal(dd.distill(data, ipc, seed=0, device=CPU).data.x, syn)
 
 
-# -- DD unrolling --------------------------------------------------------------
+def test_dd_replay_trains_as_the_unrolled_loop_does():
+    """Replaying the learned schedule (the paper's evaluation) reaches the unrolled loop's real loss."""
+    data, ipc = tiny(), 2
+    dd = make("dd", iterations=5)
+    syn, steps, _ = dd.optimise(data, ipc, seed=0, device=CPU)
+    net = dd.learner(data, 123, CPU)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    trained = dd.replay(net, syn, ipc, steps)
+    unrolled = dd.unrolled_loss(net, step_batches(syn, ipc, 1), steps, data.x, data.y)
+    with torch.no_grad():
+        replayed = torch.nn.functional.cross_entropy(trained(data.x), data.y)
+    assert float(replayed) == pytest.approx(float(unrolled.detach()), rel=1e-4)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # a copy was trained
+    assert not torch.equal(trained.state_dict()["classifier.weight"], before["classifier.weight"])
+
+
+# -- DD's step batches and schedule ----------------------------------------------
+def test_dd_step_batches_take_each_class_in_turn():
+    syn = torch.arange(3 * 4, dtype=torch.float32).view(12, 1, 1, 1)  # 3 classes x ipc 4, classes in order
+    batches = step_batches(syn, ipc=4, images_per_step=2)
+    assert len(batches) == 2
+    first, labels = batches[0]
+    assert first.flatten().tolist() == [0, 1, 4, 5, 8, 9] and labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert batches[1][0].flatten().tolist() == [2, 3, 6, 7, 10, 11]
+
+
+def test_dd_inner_loop_cycles_through_the_step_batches():
+    """With 2 batches x 2 epochs and only the last step tracked, only the last step's batch gets a gradient."""
+    data = tiny()
+    dd = DD(network="convnet", width=16, depth=2, distill_epochs=2, truncate=1)
+    net = dd.learner(data, 0, CPU)
+    syn = data.x[::10].clone().requires_grad_(True)  # 6 images: classes 0, 0, 1, 1, 2, 2 for ipc 2
+    loss = dd.unrolled_loss(net, step_batches(syn, 2, 1), torch.full((4,), 0.1), data.x, data.y)
+    (grad,) = torch.autograd.grad(loss, [syn])
+    per_image = grad.abs().flatten(1).sum(1)
+    assert (per_image[1::2] > 0).all() and (per_image[0::2] == 0).all()  # step 4 uses batch 2 (index 1 of each class)
+
+
 @pytest.mark.parametrize("truncate", [2, 4])
 def test_dd_truncation_cuts_gradients_of_early_steps(truncate):
     data = tiny()
-    dd = DD(width=16, depth=2, inner_steps=4, truncate=truncate)
-    net = seeded_convnet(data, 0, CPU, width=16, depth=2)
+    dd = DD(network="convnet", width=16, depth=2, distill_epochs=4, truncate=truncate)
+    net = dd.learner(data, 0, CPU)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    syn = data.x[::10].clone().requires_grad_(True)
+    syn = data.x[::20].clone().requires_grad_(True)  # ipc 1: one step batch, 4 steps
     steps = torch.full((4,), 0.1, requires_grad=True)
-    loss = dd.unrolled_loss(net, syn, data.y[::10], steps, data.x, data.y)
+    loss = dd.unrolled_loss(net, step_batches(syn, 1, 1), steps, data.x, data.y)
     g_syn, g_steps = torch.autograd.grad(loss, [syn, steps])
     assert g_syn.abs().sum() > 0
     assert (g_steps[: 4 - truncate] == 0).all() and (g_steps[4 - truncate :] != 0).all()
@@ -230,11 +278,168 @@ def test_dd_truncation_cuts_gradients_of_early_steps(truncate):
 
 def test_dd_unrolling_trains_the_network():
     data = tiny()
-    dd = DD(width=16, depth=2, inner_steps=5, truncate=5)
-    net = seeded_convnet(data, 0, CPU, width=16, depth=2)
-    no_steps = dd.unrolled_loss(net, data.x, data.y, torch.zeros(5), data.x, data.y)
-    steps = dd.unrolled_loss(net, data.x, data.y, torch.full((5,), 0.5), data.x, data.y)
+    dd = DD(network="convnet", width=16, depth=2)
+    net = dd.learner(data, 0, CPU)
+    batches = [(data.x, data.y)]
+    no_steps = dd.unrolled_loss(net, batches, torch.zeros(5), data.x, data.y)
+    steps = dd.unrolled_loss(net, batches, torch.full((5,), 0.5), data.x, data.y)
     assert float(steps.detach()) < float(no_steps.detach()) - 0.1
+
+
+def test_dd_halves_its_image_lr_every_decay_period(monkeypatch):
+    rates = []
+    real_descend = dd_module.descend
+
+    def recording(optimizer, *args, **kwargs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return real_descend(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(dd_module, "descend", recording)
+    make("dd", iterations=5, decay_every=2, lr_img=0.08).distill(tiny(), 1, seed=0, device=CPU)
+    assert rates == pytest.approx([0.08, 0.08, 0.04, 0.04, 0.02])
+
+
+def test_dd_step_layout_errors_are_one_line_config_errors():
+    with pytest.raises(ConfigError, match=r"images_per_step \(2\) must divide distill\.ipc \(3\)"):
+        make("dd", images_per_step=2).distill(tiny(), 3, seed=0, device=CPU)
+    with pytest.raises(ConfigError, match=r"truncate \(5\) exceeds the 4 inner steps"):
+        make("dd", truncate=5).distill(tiny(), 2, seed=0, device=CPU)
+
+
+def test_alexcifarnet_fits_any_image_size_with_xavier_init():
+    assert AlexCifarNet(3, 10, (32, 32))(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert AlexCifarNet(3, 10, (32, 32)).classifier[0].in_features == 64 * 8 * 8  # the released code's 4096
+    data = tiny()
+    net = seeded_alexcifarnet(data, 0, CPU)
+    assert net(data.x).shape == (60, 3)
+    fc = net.classifier[0]
+    assert torch.equal(fc.bias, torch.zeros_like(fc.bias))
+    xavier_std = math.sqrt(2.0 / (fc.in_features + fc.out_features))
+    assert float(fc.weight.std()) == pytest.approx(xavier_std, rel=0.1)
+    assert isinstance(DD().learner(data, 0, CPU), AlexCifarNet)  # the default learner
+
+
+def test_dd_default_network_distills_a_finite_summary():
+    summary = DD(iterations=2, lr_inner=0.1).distill(tiny(), 1, seed=0, device=CPU)
+    assert torch.isfinite(summary.data.x).all() and summary.learned_lr is None and len(summary.history) == 2
+
+
+# -- FRePo's released-code pieces ------------------------------------------------
+def test_frepo_network_doubles_its_width_and_normalises_between_blocks():
+    net = FRePoConvNet(3, 10, (32, 32), width=128, depth=3, norm="batch")
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in net.features if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [128, 256, 512]
+    assert [n.num_features for n in norms] == [128, 256]  # none before the first convolution
+    assert net.embed_dim == 512 * 4 * 4 and net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    mnist = FRePoConvNet(1, 10, (28, 28), width=128, depth=3, norm="none")
+    assert mnist.embed_dim == 512 * 4 * 4  # 28x28 padded to 32x32 by the first convolution
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in mnist.features)
+
+
+def test_frepo_network_init_is_truncated_lecun_normal():
+    data = ImageData(torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]), ("a", "b"), (0.5,) * 3, (0.25,) * 3)
+    net = seeded_frepo_net(data, 0, CPU, width=128, depth=3, norm="batch")
+    conv = [m for m in net.features if isinstance(m, torch.nn.Conv2d)][2].requires_grad_(False)  # fan_in 256 * 9
+    std = math.sqrt(1 / (256 * 9))
+    assert float(conv.weight.std()) == pytest.approx(std, rel=0.05)
+    assert float(conv.weight.abs().max()) <= 2 * std / 0.87962566 + 1e-6
+    assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+
+
+def test_lamb_steps_by_lr_times_the_parameter_norm_along_the_adam_direction():
+    x = torch.tensor([3.0, -4.0, 0.0, 12.0], requires_grad=True)
+    opt = Lamb([x], lr=0.1)
+    start = x.detach().clone()
+    x.grad = torch.tensor([1.0, -2.0, 0.5, -0.25])
+    opt.step()
+    moved = x.detach() - start
+    # first step: m^ = g, v^ = g^2, so r = g / (|g| + eps) ~ sign(g), scaled to lr * ||x||
+    r = x.grad / (x.grad.abs() + 1e-6)
+    assert torch.allclose(moved, -0.1 * start.norm() / r.norm() * r, atol=1e-6)
+    assert float(moved.norm()) == pytest.approx(0.1 * float(start.norm()), rel=1e-5)
+    # second step: bias-corrected moments of both gradients
+    g1, g2 = x.grad.clone(), torch.tensor([-1.0, 1.0, 1.0, 1.0])
+    before = x.detach().clone()
+    x.grad = g2
+    opt.step()
+    m = (0.1 * 0.9 * g1 + 0.1 * g2) / (1 - 0.9**2)
+    v = (0.001 * 0.999 * g1**2 + 0.001 * g2**2) / (1 - 0.999**2)
+    r = m / (v.sqrt() + 1e-6)
+    assert torch.allclose(x.detach() - before, -0.1 * before.norm() / r.norm() * r, atol=1e-6)
+
+
+def test_lamb_trust_ratio_is_one_for_a_zero_parameter():
+    x = torch.zeros(3, requires_grad=True)
+    opt = Lamb([x], lr=0.5)
+    x.grad = torch.tensor([2.0, -2.0, 0.0])
+    opt.step()
+    assert torch.allclose(x.detach(), torch.tensor([-0.5, 0.5, 0.0]), atol=1e-6)
+
+
+def test_frepo_meta_lr_is_cosine_decayed_to_its_floor():
+    frepo = FRePo(iterations=100, lr_img=3e-4, lr_floor=0.1)
+    assert frepo.meta_lr(1) == pytest.approx(3e-4)
+    assert frepo.meta_lr(51) == pytest.approx(3e-4 * 0.55)
+    assert frepo.meta_lr(101) == pytest.approx(3e-5)
+    assert frepo.meta_lr(30) > frepo.meta_lr(31)
+
+
+def test_frepo_label_margin_penalty_caps_the_margin_at_one_over_k():
+    labels = torch.tensor([[0.9, 0.1, 0.0], [0.4, 0.35, 0.1]])
+    # margins 0.8 (capped at 1/3) and 0.05
+    assert float(label_margin_penalty(labels)) == pytest.approx(-(1 / 3 + 0.05) / 2)
+
+
+def test_frepo_support_adds_mirror_images_and_initial_labels_are_scaled():
+    frepo = FRePo()
+    syn = torch.arange(8.0).view(2, 1, 2, 2)
+    labels = frepo.initial_labels(2, 1, CPU)
+    assert torch.allclose(labels, torch.tensor([[0.5, -0.5], [-0.5, 0.5]]) / math.sqrt(0.2))
+    x, y = frepo.support(syn, labels)
+    assert torch.equal(x[2:], syn.flip(-1)) and torch.equal(x[:2], syn) and torch.equal(y, torch.cat([labels, labels]))
+    x, y = FRePo(flip=False).support(syn, labels)
+    assert torch.equal(x, syn) and torch.equal(y, labels)
+
+
+def test_frepo_resets_a_network_after_more_than_max_online_steps(monkeypatch):
+    built = []
+    real_init = frepo_module._PoolMember.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(args[-1])  # its starting step count
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(frepo_module._PoolMember, "__init__", counting)
+    make("frepo", iterations=7, pool_size=1, max_online_steps=2).distill(tiny(), 2, seed=0, device=CPU)
+    # steps 0 -> 1 -> 2 -> 3 train, the 4th iteration finds 3 > 2 and resets; then 0 -> 1 -> 2 -> 3 again
+    assert built == [0, 0]
+
+
+# -- KIP's target batches and evaluation ---------------------------------------------
+def test_kip_target_batches_are_class_balanced():
+    data = tiny(per_class=20)
+    kip = KIP(batch_target=30)
+    indices = [torch.nonzero(data.y == k).flatten() for k in range(3)]
+    pick = kip.target_batch(indices, torch.Generator().manual_seed(0))
+    assert torch.bincount(data.y[pick], minlength=3).tolist() == [10, 10, 10] and len(set(pick.tolist())) == 30
+    assert len(KIP().target_batch(indices, torch.Generator().manual_seed(0))) == 60  # 5000 // 3 > 20: all
+
+
+def test_kip_krr_accuracy_is_kernel_ridge_regression_on_the_support():
+    data = tiny(per_class=40)
+    train, test = data.subset(torch.arange(0, 120, 2)), data.subset(torch.arange(1, 120, 2))
+    kip = KIP(iterations=10)
+    summary = kip.distill(train, 2, seed=0, device=CPU)
+    acc = kip.krr_accuracy(summary, test, device=CPU, chunk=7)
+    y_s = regression_targets(summary.data.y, 3)
+    pred = krr_predict(kip.kernel_fn(test.x, summary.data.x), kip.kernel_fn(summary.data.x, summary.data.x),
+                       y_s.double(), kip.reg)
+    assert acc == pytest.approx(100.0 * float((pred.argmax(1) == test.y).double().mean()))
+    assert acc > 90.0  # separable classes
+    wrong = Summary(data=ImageData(summary.data.x, (summary.data.y + 1) % 3, data.classes, data.mean, data.std),
+                    method="kip")
+    assert kip.krr_accuracy(wrong, test, device=CPU) < 50.0
 
 
 # -- divergence ------------------------------------------------------------------
@@ -281,13 +486,14 @@ def test_learned_labels_come_back_as_mse_soft_labels(name):
 
 @pytest.mark.parametrize("name", ["kip", "frepo"])
 def test_fixed_labels_give_no_soft_labels(name):
-    summary = make(name).distill(tiny(), 2, seed=0, device=CPU)
+    summary = make(name, learn_labels=False).distill(tiny(), 2, seed=0, device=CPU)
     assert summary.soft_labels is None
 
 
 def test_soft_labels_survives_the_stage_cache_round_trip():
     data = tiny()
-    summary = Summary(data=data, method="kip", history=(1.0,), soft_labels=regression_targets(data.y, 3), label_loss="mse")
+    summary = Summary(data=data, method="kip", history=(1.0,), soft_labels=regression_targets(data.y, 3),
+                      label_loss="mse")
     buffer = io.BytesIO()
     torch.save({"summary": summary}, buffer)  # how proxynas.engine.cache stores stage outputs
     buffer.seek(0)
@@ -306,7 +512,9 @@ def test_soft_labels_checks_label_shape():
     "cls,kwargs,match",
     [
         (DD, {"iterations": 0}, "iterations must be an integer > 0"),
-        (DD, {"truncate": 11}, r"truncate \(11\) must be <= inner_steps \(10\)"),
+        (DD, {"truncate": 0}, "truncate must be an integer > 0"),
+        (DD, {"network": "lenet"}, "alexcifarnet, convnet"),
+        (DD, {"decay_factor": 1.5}, "decay_factor must be"),
         (DD, {"lr_inner": 0.0}, "lr_inner must be > 0"),
         (DD, {"lr_img": float("nan")}, "lr_img must be > 0"),
         (DD, {"init": "zeros"}, "real, noise"),
@@ -318,6 +526,9 @@ def test_soft_labels_checks_label_shape():
         (FRePo, {"pool_size": 0}, "pool_size must be an integer > 0"),
         (FRePo, {"online_lr": -1.0}, "online_lr must be > 0"),
         (FRePo, {"max_online_steps": 1.5}, "max_online_steps must be an integer > 0"),
+        (FRePo, {"optimizer": "sgd"}, "lamb, adam"),
+        (FRePo, {"norm": "instance"}, "batch, none"),
+        (FRePo, {"lr_floor": 2.0}, "lr_floor must be"),
     ],
 )
 def test_bad_settings_rejected(cls, kwargs, match):
