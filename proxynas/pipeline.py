@@ -36,6 +36,7 @@ import torch
 from proxynas.artifacts import Evaluations, Figure, Metrics, Table, Tensors
 from proxynas.config.pipeline import CombinedRow, PipelineConfig, ReportConfig
 from proxynas.data.types import DatasetSplits
+from proxynas.data.zca import displayable, whiten_splits
 from proxynas.distill.base import DISTILLERS, Distiller, PreparedDistiller, Summary
 from proxynas.distill.checkpoint import Checkpoint
 from proxynas.engine import Graph, Stage
@@ -55,6 +56,15 @@ from proxynas.teacher import CONVNET, Teacher, relabelled_graph_name, relabelled
 # -- stage functions ----------------------------------------------------------
 def load_data(params) -> DatasetSplits:
     return params.load()
+
+
+def load_whitened_data(params: Mapping[str, Any]) -> DatasetSplits:
+    """The dataset (``params["data"]``) whitened by a ZCA fitted on its training split (``params["zca"]``).
+
+    One stage, so the fit is cached with the splits it whitened and every later
+    stage (distillers, proxies, the reference) reads the same whitened images.
+    """
+    return whiten_splits(params["data"].load(), params["zca"])
 
 
 def sample_archs(params: Mapping[str, Any]) -> list[str]:
@@ -115,7 +125,8 @@ def distill(
     # time killed attempts spent up to their last checkpoint.
     seconds = checkpoint.before + time.perf_counter() - start + float(prepare_seconds)
     row = params["row"]
-    grid = Figure(f"summary_{row}", image_grid_png(summary.data, title=f"{row} (ipc={params['ipc']})"))
+    shown = displayable(summary.data, dataset)  # whitened images are un-whitened to be looked at
+    grid = Figure(f"summary_{row}", image_grid_png(shown, title=f"{row} (ipc={params['ipc']})"))
     saved = {"images": summary.data.x, "labels": summary.data.y, "mean": torch.tensor(summary.data.mean),
              "std": torch.tensor(summary.data.std)}
     if summary.soft_labels is not None:
@@ -451,8 +462,13 @@ def _rows(first: Row, proxy) -> list[Row]:
 def build_graph(config: PipelineConfig) -> PipelineGraph:
     """The stage graph of ``config``: one distill+proxy branch per method, one stage per baseline."""
     space = config.space
+    if config.zca is None:  # the stage and key the pipeline had before whitening existed
+        load = Stage("load_data", load_data, inputs=(), outputs=("dataset",), params=config.data)
+    else:
+        load = Stage("load_data", load_whitened_data, inputs=(), outputs=("dataset",),
+                     params={"data": config.data, "zca": config.zca})
     stages = [
-        Stage("load_data", load_data, inputs=(), outputs=("dataset",), params=config.data),
+        load,
         Stage(
             "sample_archs",
             sample_archs,

@@ -29,6 +29,7 @@ from proxynas.config.typed import (
 )
 from proxynas.data import DATASETS, DatasetSource
 from proxynas.data.digits import Digits
+from proxynas.data.zca import ZCA
 from proxynas.distill import DISTILLERS, Distiller
 from proxynas.distill.dm import DM
 from proxynas.distill.herding import Herding
@@ -260,6 +261,7 @@ _UNTUNABLE = {
     "report": "it does not change the proxy",
     "reference": "the reference is computed once and every trial is ranked against it",
     "data": "the dataset is loaded once; a trial that changed it would rank against another reference",
+    "zca": "the dataset is whitened once; a trial that changed it would rank against another reference",
     "space": "the calibration and held-out archs are drawn from the space once",
 }
 
@@ -327,6 +329,10 @@ class PipelineConfig:
 
     run: RunConfig = field(default_factory=RunConfig)
     data: DatasetSource = field(default_factory=Digits)
+    #: ZCA whitening of every split, fitted on the training split (``zca: {}`` for MTT's settings,
+    #: see :class:`~proxynas.data.zca.ZCA`); the summaries, proxies and reference then all live in the
+    #: whitened space. None (the default) leaves the normalised images as they are
+    zca: ZCA | None = None
     space: SearchSpace = field(default_factory=lambda: NB201Space(channels=8, cells_per_stage=1, skip_disconnected=True))
     sample: SampleConfig = field(default_factory=SampleConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
