@@ -12,8 +12,12 @@ the paper augments when *training* a network on a summary.
 
 :class:`DSA` holds the parameters (the paper code's ``ParamDiffAug``),
 :data:`TRANSFORMS` the transforms, and ``DSA(...)(x, seed)`` draws omega
-from ``seed``. Used by :mod:`proxynas.training` (``augment: dsa``) and by the
-distillers (DC/DSA, DCC, IDC, DM, MTT, TESLA).
+from ``seed`` through :class:`Draws`. For a given omega every transform
+computes what the released code's does (github.com/VICO-UoE/DatasetCondensation,
+``utils.py``; checked by ``tests/distill/test_golden.py``), and draws it
+from the same range; only the order of the draws differs. Used by
+:mod:`proxynas.training` (``augment: dsa``) and by the distillers (DC/DSA,
+DCC, IDC, DM, MTT, TESLA, ...).
 """
 
 from __future__ import annotations
@@ -26,46 +30,73 @@ import torch.nn.functional as F
 
 from proxynas.fields import Checked, checked
 
-__all__ = ["DEFAULT_STRATEGY", "DSA", "MODES", "TRANSFORMS", "Transform", "check_strategy", "strategy_parts"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "DSA",
+    "Draws",
+    "MODES",
+    "TRANSFORMS",
+    "Transform",
+    "check_strategy",
+    "strategy_parts",
+]
 
-# A transform: (images, settings, CPU generator) -> transformed images.
-Transform = Callable[[torch.Tensor, "DSA", torch.Generator], torch.Tensor]
 
+class Draws:
+    """Where one call's omega comes from: a seeded CPU generator, one value per image or one per batch.
 
-def _uniform(x: torch.Tensor, aug: "DSA", g: torch.Generator, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-    """omega ~ U[low, high): one value per image if ``aug.per_sample`` else one for the batch.
-
-    Drawn on the CPU (so CUDA and CPU runs agree) and shaped ``[n, 1, 1, 1]``
-    on ``x``'s device to broadcast over images.
+    Transforms ask this object for their random parameters instead of
+    holding a generator, so a caller can hand them chosen omegas (a subclass
+    overriding :meth:`units` / :meth:`integers`): that is how the golden
+    tests compare each transform with the released code for equal omega.
+    Values are drawn on the CPU, so CUDA and CPU runs agree.
     """
-    n = len(x) if aug.per_sample else 1
-    u = low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
-    return u.to(x.device, x.dtype).view(n, 1, 1, 1)
+
+    def __init__(self, generator: torch.Generator, per_sample: bool) -> None:
+        self.generator = generator
+        self.per_sample = per_sample
+
+    def count(self, x: torch.Tensor) -> int:
+        """How many omegas a transform of ``x`` draws: one per image, or one shared by the batch."""
+        return len(x) if self.per_sample else 1
+
+    def units(self, n: int) -> torch.Tensor:
+        """``n`` float64 draws from U[0, 1) (CPU), the raw material of :meth:`uniform`."""
+        return torch.rand(n, generator=self.generator, dtype=torch.float64)
+
+    def uniform(self, x: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        """omega ~ U[low, high), shaped ``[n, 1, 1, 1]`` on ``x``'s device to broadcast over images."""
+        n = self.count(x)
+        u = low + (high - low) * self.units(n)
+        return u.to(x.device, x.dtype).view(n, 1, 1, 1)
+
+    def integers(self, x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+        """Integer omega ~ U{low, ..., high - 1}, per image or per batch (CPU, int64 ``[n]``)."""
+        return torch.randint(low, high, (self.count(x),), generator=self.generator)
 
 
-def _integers(x: torch.Tensor, aug: "DSA", g: torch.Generator, low: int, high: int) -> torch.Tensor:
-    """Integer omega ~ U{low, ..., high - 1}, per image or per batch like :func:`_uniform` (CPU, int64 ``[n]``)."""
-    return torch.randint(low, high, (len(x) if aug.per_sample else 1,), generator=g)
+# A transform: (images, settings, omega source) -> transformed images.
+Transform = Callable[[torch.Tensor, "DSA", Draws], torch.Tensor]
 
 
-def _brightness(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+def _brightness(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """DSA "color": x + b, b ~ U[-brightness/2, brightness/2)."""
-    return x + (_uniform(x, aug, g) - 0.5) * aug.brightness
+    return x + (draws.uniform(x) - 0.5) * aug.brightness
 
 
-def _saturation(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
-    """DSA "color": scale each pixel's deviation from its channel mean by s ~ U[0, saturation)."""
+def _saturation(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
+    """DSA "color": scale each pixel's deviation from its mean over channels by s ~ U[0, saturation)."""
     gray = x.mean(dim=1, keepdim=True)
-    return (x - gray) * _uniform(x, aug, g, 0.0, aug.saturation) + gray
+    return (x - gray) * draws.uniform(x, 0.0, aug.saturation) + gray
 
 
-def _contrast(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+def _contrast(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """DSA "color": scale each image's deviation from its mean by c ~ U[contrast, 1 + contrast)."""
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * _uniform(x, aug, g, aug.contrast, 1.0 + aug.contrast) + mean
+    return (x - mean) * draws.uniform(x, aug.contrast, 1.0 + aug.contrast) + mean
 
 
-def _crop(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+def _crop(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """DSA "crop": translate by up to ``ratio_crop_pad`` of the size, zero-filling.
 
     Written as zero-padding then an index gather, so gradients reach every
@@ -73,8 +104,8 @@ def _crop(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
     """
     n, h, w = len(x), x.shape[-2], x.shape[-1]
     ph, pw = int(h * aug.ratio_crop_pad + 0.5), int(w * aug.ratio_crop_pad + 0.5)
-    dy = _integers(x, aug, g, -ph, ph + 1).to(x.device).expand(n)
-    dx = _integers(x, aug, g, -pw, pw + 1).to(x.device).expand(n)
+    dy = draws.integers(x, -ph, ph + 1).to(x.device).expand(n)
+    dx = draws.integers(x, -pw, pw + 1).to(x.device).expand(n)
     padded = F.pad(x, (pw, pw, ph, ph))
     rows = (torch.arange(h, device=x.device) + ph + dy[:, None])[:, None, :, None]  # [n, 1, h, 1]
     cols = (torch.arange(w, device=x.device) + pw + dx[:, None])[:, None, None, :]  # [n, 1, 1, w]
@@ -83,15 +114,19 @@ def _crop(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
     return padded[batch, chans, rows, cols]
 
 
-def _cutout(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
-    """DSA "cutout" (DeVries & Taylor 2017): zero a square of side ``ratio_cutout`` x size.
+def _cutout(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
+    """DSA "cutout" (DeVries & Taylor 2017): zero a square of side ``ratio_cutout`` x size, clipped at the border.
 
-    The square is centred on a uniform pixel and clipped at the border.
+    The square's centre row is uniform in ``0 .. h - 1`` for an odd side and
+    in ``0 .. h`` for an even one (likewise for columns), as in the released
+    code (``rand_cutout``): an even square's centre sits between pixels, so
+    the extra position makes the clipped squares at the two borders
+    equally large.
     """
     h, w = x.shape[-2:]
     ch, cw = int(h * aug.ratio_cutout + 0.5), int(w * aug.ratio_cutout + 0.5)
-    top = (_integers(x, aug, g, 0, h) - ch // 2).to(x.device)[:, None]  # [n, 1]
-    left = (_integers(x, aug, g, 0, w) - cw // 2).to(x.device)[:, None]
+    top = (draws.integers(x, 0, h + 1 - ch % 2) - ch // 2).to(x.device)[:, None]  # [n, 1]
+    left = (draws.integers(x, 0, w + 1 - cw % 2) - cw // 2).to(x.device)[:, None]
     ys, xs = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
     in_rows = (ys >= top) & (ys < top + ch)  # [n, h]
     in_cols = (xs >= left) & (xs < left + cw)  # [n, w]
@@ -99,9 +134,9 @@ def _cutout(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
     return x * keep[:, None].to(x.dtype)
 
 
-def _flip(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+def _flip(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """DSA "flip": mirror horizontally with probability ``prob_flip``."""
-    return torch.where(_uniform(x, aug, g) < aug.prob_flip, x.flip(-1), x)
+    return torch.where(draws.uniform(x) < aug.prob_flip, x.flip(-1), x)
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -110,19 +145,23 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, align_corners=True)
 
 
-def _scale(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
+def _scale(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """DSA "scale": theta = [[sx, 0, 0], [0, sy, 0]], sx, sy ~ U[1/ratio_scale, ratio_scale)."""
     r = aug.ratio_scale
-    sx, sy = _uniform(x, aug, g, 1.0 / r, r).flatten(), _uniform(x, aug, g, 1.0 / r, r).flatten()
+    sx, sy = draws.uniform(x, 1.0 / r, r).flatten(), draws.uniform(x, 1.0 / r, r).flatten()
     zero = torch.zeros_like(sx)
     return _affine(x, torch.stack([sx, zero, zero, zero, sy, zero], dim=1).view(-1, 2, 3))
 
 
-def _rotate(x: torch.Tensor, aug: "DSA", g: torch.Generator) -> torch.Tensor:
-    """DSA "rotate": theta = [[cos a, sin a, 0], [-sin a, cos a, 0]], a ~ U[-ratio_rotate, ratio_rotate) degrees."""
-    a = torch.deg2rad(_uniform(x, aug, g, -aug.ratio_rotate, aug.ratio_rotate).flatten())
+def _rotate(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
+    """DSA "rotate": theta = [[cos a, -sin a, 0], [sin a, cos a, 0]], a ~ U[-ratio_rotate, ratio_rotate) degrees.
+
+    The sign convention is the released code's (``rand_rotate``), so a
+    given a turns the image the same way there and here.
+    """
+    a = torch.deg2rad(draws.uniform(x, -aug.ratio_rotate, aug.ratio_rotate).flatten())
     cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
-    return _affine(x, torch.stack([cos, sin, zero, -sin, cos, zero], dim=1).view(-1, 2, 3))
+    return _affine(x, torch.stack([cos, -sin, zero, sin, cos, zero], dim=1).view(-1, 2, 3))
 
 
 # Strategy part -> the transforms it applies, in order ("color" is three, as in DSA).
@@ -202,7 +241,8 @@ class DSA(Checked):
             parts = (self.parts[int(torch.randint(0, len(self.parts), (), generator=g))],)
         else:
             parts = self.parts
+        draws = Draws(g, self.per_sample)
         for part in parts:
             for transform in TRANSFORMS[part]:
-                x = transform(x, self, g)
+                x = transform(x, self, draws)
         return x

@@ -486,7 +486,7 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
                 train_teacher,
                 inputs=("dataset",),
                 outputs=(TEACHER, TEACHER_SECONDS),
-                version="2",  # 2: its default flips are drawn from each step's seed
+                version="3",  # 2: flips drawn from each step's seed; 3: DSA's cutout/rotate as released
                 # the student's temperature is not part of the teacher: changing it reuses the teacher
                 params={
                     "settings": config.teacher.network_settings(),

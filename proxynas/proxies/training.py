@@ -137,8 +137,9 @@ class TrainProxy(TrainSettings, Proxy):
     """
 
     #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores;
-    #: 3: ``augment: flip`` draws its coins from the step's seed, not the global generator
-    version: ClassVar[str] = "3"
+    #: 3: ``augment: flip`` draws its coins from the step's seed, not the global generator;
+    #: 4: DSA's cutout centres and rotation direction are the released DSA's
+    version: ClassVar[str] = "4"
     unit = "accuracy % on eval_split"
     parallel = True
     records_curves = True
