@@ -97,10 +97,13 @@ CPU_SETTINGS: dict[str, dict] = {
     "idc": {"iterations": 20, "match_steps": 10, "net_steps": 5, "width": 64, "depth": 2},
     # Trajectory matching: 5 experts x 15 epochs in batches of 64 (~21 SGD steps per epoch on the
     # 1,337 digits, vs MTT's 196 on CIFAR-10), 20 student steps matching 2 expert epochs.
+    # (lr_img 1000 / lr_teacher 0.01: MTT's values for un-whitened images; its defaults assume ZCA)
     "mtt": {"iterations": 150, "syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 10, "num_experts": 5,
-            "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2},
+            "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2, "lr_img": 1000.0,
+            "lr_teacher": 0.01},
     "tesla": {"iterations": 150, "syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 10, "num_experts": 5,
-              "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2},
+              "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2, "lr_img": 1000.0,
+              "lr_teacher": 0.01},
     # DD on the ConvNet (AlexCifarNet needs 32x32 inputs), 200 outer steps
     "dd": {"iterations": 200, "batch_real": 256, "network": "convnet", "width": 64, "depth": 2},
     "kip": {"iterations": 200, "batch_target": 500},
@@ -112,8 +115,8 @@ CPU_SETTINGS: dict[str, dict] = {
     "haba": {"iterations": 150, "syn_steps": 20, "expert_epochs": 2, "max_start_epoch": 10, "num_experts": 5,
              "expert_train_epochs": 15, "expert_batch": 64, "width": 64, "depth": 2},
     "kfs": {"iterations": 200, "codes": 7, "width": 64, "depth": 2},
-    "cafe": {"iterations": 40, "width": 64, "depth": 2, "layer_weights": [0.1, 1.0, 2.0], "max_match_steps": 10,
-             "max_net_epochs": 10},
+    "cafe": {"iterations": 10, "width": 64, "depth": 2, "layer_weights": [0.1, 1.0, 2.0], "max_match_steps": 5,
+             "max_net_epochs": 5},
 }
 
 

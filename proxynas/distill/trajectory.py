@@ -27,10 +27,11 @@ Shared here, so each method module holds only its own part:
 * :class:`FlatStudent`: the ConvNet evaluated at an explicit flat parameter
   vector, so SGD steps on it are ordinary differentiable tensor operations;
 * :class:`Unroll`: one iteration's inner problem (start, target, batches,
-  augmentation) and :func:`trajectory_distance` (eq. 1);
+  augmentation, labels) and :func:`trajectory_distance` (eq. 1);
 * :meth:`TrajectoryMatching.distill_prepared`: Algorithm 1's outer loop. The
   gradient of eq. 1 for one unroll is each subclass's
-  :meth:`TrajectoryMatching.matching_gradients`.
+  :meth:`TrajectoryMatching.matching_gradients`, the student's labels in an
+  iteration its :meth:`TrajectoryMatching.iteration_labels`.
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ class Unroll:
     ``steps[n]`` = (indices of the synthetic images in mini-batch b_n, the DSA
     seed of that step). Because augmentation is reproduced from the seed, a
     method may evaluate a step twice (TESLA's second pass) and see exactly the
-    same batch.
+    same batch. ``soft_labels`` are the iteration's ``[n, K]`` logit labels
+    (TESLA's, assigned by the target checkpoint), or None to train the student
+    on ``hard_labels``; they are constants of the iteration, not learned.
     """
 
     student: FlatStudent
@@ -152,14 +155,13 @@ class Unroll:
     steps: Sequence[tuple[torch.Tensor, int]]
     augment: DSA
     hard_labels: torch.Tensor  # [n] int64, class of every synthetic image
+    soft_labels: torch.Tensor | None = None
 
-    def step_loss(
-        self, theta: torch.Tensor, syn: torch.Tensor, labels: torch.Tensor | None, n: int
-    ) -> torch.Tensor:
-        """l(A(b_n); theta): the student's training loss at step n (labels: soft logits, or None for classes)."""
+    def step_loss(self, theta: torch.Tensor, syn: torch.Tensor, n: int) -> torch.Tensor:
+        """l(A(b_n); theta): the student's training loss at step n."""
         idx, seed = self.steps[n]
         x = self.augment(syn[idx], seed)
-        target = self.hard_labels[idx] if labels is None else labels[idx]
+        target = self.hard_labels[idx] if self.soft_labels is None else self.soft_labels[idx]
         return self.student.loss(theta, x, target)
 
     def distance(self, theta: torch.Tensor) -> torch.Tensor:
@@ -168,40 +170,40 @@ class Unroll:
 
 @dataclass
 class Matched:
-    """eq. 1 for one unroll and its gradients (``labels`` is None unless the labels are learned)."""
+    """eq. 1 for one unroll and its gradients with respect to the images and alpha."""
 
     loss: float
     syn: torch.Tensor
     lr: torch.Tensor
-    labels: torch.Tensor | None
 
 
 @dataclass(frozen=True)
 class TrajectoryMatching(PreparedDistiller):
     """MTT's Algorithm 1 over cached expert trajectories; subclasses supply the gradient of eq. 1.
 
-    Distillation settings (defaults: MTT's CIFAR-10 IPC 10 row, see each subclass):
+    Distillation settings (defaults: MTT's CIFAR-10 IPC 10 row, see
+    :mod:`proxynas.distill.mtt` for the sources):
 
     * ``iterations``: outer iterations (one unroll and one image update each);
     * ``syn_steps`` (N), ``expert_epochs`` (M), ``max_start_epoch`` (T+):
       the start epoch is uniform in ``[0, max_start_epoch)``;
-    * ``lr_img`` / ``momentum_img``: SGD on the pixels (MTT code: momentum 0.5);
+    * ``lr_img`` / ``momentum_img``: SGD on the pixels (MTT code: momentum
+      0.5). The papers' values are for their data: 100 at CIFAR-10 IPC 1/10
+      is a step in ZCA-whitened pixel space (the pipeline's ``data`` ZCA
+      setting); their un-whitened runs use 1000;
     * ``lr_teacher``: the initial synthetic step size alpha; ``lr_lr``: SGD
       (momentum 0.5) on alpha, which is kept positive;
     * ``batch_syn``: synthetic images per student step (``None`` = all);
     * ``init``: ``"real"`` (random real images of each class) or ``"noise"``;
     * ``dsa``: the :class:`DSA` strategy applied to every student batch, one
       omega per image as in MTT's code (``"none"`` disables it);
-    * ``soft_labels``: train the student (and return the summary) with logit
-      labels initialised from an expert (TESLA Sec. 3.3, see
-      :meth:`initial_labels`); ``learn_labels`` also optimises them through
-      eq. 1 (SGD, ``lr_label``, momentum 0.5);
     * ``log_every``: progress is reported every that many iterations, with
       the objective (``loss``) and the current alpha (``syn_lr``).
 
-    The final alpha is returned with the summary (``Summary.learned_lr``), so
-    a proxy can train on the images with the step size they were distilled
-    for (``lr_from_summary``).
+    The final alpha is returned with the summary (``Summary.learned_lr``):
+    both papers train their evaluation networks at it (released
+    ``distill.py``: ``args.lr_net = syn_lr.item()`` before
+    ``evaluate_synset``), and a proxy does the same with ``lr_from_summary``.
 
     Expert settings (``prepare_fields``; changing only the settings above
     reuses cached experts): ``num_experts`` experts trained for
@@ -209,11 +211,15 @@ class TrajectoryMatching(PreparedDistiller):
     ``expert_weight_decay``; MTT: 0.01 / 0 / 0) in batches of
     ``expert_batch`` with ``expert_dsa`` augmentation (one omega per image),
     on a ConvNet of ``width`` / ``depth`` / ``norm`` that the student shares.
+    Defaults: MTT's 100 experts of 50 epochs (README and ``buffer.py``
+    ``--num_experts=100 --train_epochs=50``): 5000 passes over the training
+    set, paid once per expert setting since the preparation is cached.
 
     ``Summary.history`` holds eq. 1 of every iteration. A checkpoint of
-    :meth:`distill_prepared` holds the images, alpha, the labels, the SGD
-    momenta of all three, the generator's state and the history (the experts
-    are the cached preparation, not part of it).
+    :meth:`distill_prepared` holds the images, alpha, the SGD momenta of
+    both, the generator's state and the history (the experts are the cached
+    preparation, not part of it; labels a subclass assigns are recomputed
+    every iteration, so they are not either).
     """
 
     iterative: ClassVar[bool] = True
@@ -237,19 +243,16 @@ class TrajectoryMatching(PreparedDistiller):
     max_start_epoch: int = checked(20, gt=0)
     # NaN learning rates are let through on purpose, and reported as a
     # divergence at the iteration where they bite
-    lr_img: float = checked(1000.0, gt=0, allow_nan=True)
+    lr_img: float = checked(100.0, gt=0, allow_nan=True)
     momentum_img: float = checked(0.5, ge=0, lt=1)
     lr_lr: float = checked(1e-5, gt=0, allow_nan=True)
-    lr_teacher: float = checked(0.01, gt=0, allow_nan=True)
+    lr_teacher: float = checked(0.001, gt=0, allow_nan=True)
     batch_syn: int | None = checked(None, gt=0)
     init: str = checked("real", choices=INITS)
     dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
-    soft_labels: bool = checked(False)
-    learn_labels: bool = checked(False)
-    lr_label: float = checked(1.0, gt=0, allow_nan=True)
     log_every: int = checked(10, gt=0)
     # -- experts (prepare_fields) --
-    num_experts: int = checked(10, gt=0)
+    num_experts: int = checked(100, gt=0)
     expert_train_epochs: int = checked(50, gt=0)
     expert_lr: float = checked(0.01, gt=0, allow_nan=True)
     expert_momentum: float = checked(0.0, ge=0, lt=1)
@@ -267,8 +270,6 @@ class TrajectoryMatching(PreparedDistiller):
                 f"unknown norm {self.norm!r}; choose one of: {', '.join(STUDENT_NORMS)} "
                 "(batchnorm's running statistics are not parameters, so trajectories cannot carry them)"
             )
-        if self.learn_labels and not self.soft_labels:
-            raise ValueError("learn_labels needs soft_labels: true (there are no labels to learn otherwise)")
         last = self.max_start_epoch - 1 + self.expert_epochs
         if last > self.expert_train_epochs:
             # caught here, at config load, rather than after the experts have trained
@@ -367,23 +368,16 @@ class TrajectoryMatching(PreparedDistiller):
             )
         return list(prepared)
 
-    def initial_labels(
-        self, student: FlatStudent, trajectories: Trajectories, syn: torch.Tensor
-    ) -> torch.Tensor:
-        """Soft labels at step 0: an expert's logits on the initial images (TESLA Sec. 3.3).
+    def iteration_labels(
+        self, student: FlatStudent, target: torch.Tensor, syn: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The ``[n, K]`` logit labels the student trains with in one iteration, or None for the classes.
 
-        TESLA assigns labels with a trained expert instead of learning them
-        from scratch; here the last checkpoint of the first expert labels the
-        (un-augmented) initial images once, and the same logits are used for
-        the whole distillation and returned with the summary, so the student
-        in eq. 1 and the networks later trained on the summary see the same
-        targets. (TESLA's released code instead relabels every iteration with
-        the current expert's target checkpoint, which leaves no single label
-        set to return.) With ``init="noise"`` these logits carry little class
-        information.
+        Called once per iteration with the iteration's target checkpoint
+        theta*_{t+M} and the current (detached) images; MTT trains on the
+        classes. The last iteration's labels are returned with the summary.
         """
-        with torch.no_grad():
-            return student.logits(trajectories[0][-1].to(syn.device), syn).float()
+        return None
 
     # -------------------------------------------------------------- driver
     def distill(
@@ -401,14 +395,10 @@ class TrajectoryMatching(PreparedDistiller):
         return super().distill(train, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint)
 
     @abstractmethod
-    def matching_gradients(
-        self, unroll: Unroll, syn: torch.Tensor, lr: torch.Tensor, labels: torch.Tensor | None
-    ) -> Matched:
-        """eq. 1 for ``unroll`` and its gradients w.r.t. ``syn``, ``lr`` (alpha) and learned ``labels``.
+    def matching_gradients(self, unroll: Unroll, syn: torch.Tensor, lr: torch.Tensor) -> Matched:
+        """eq. 1 for ``unroll`` and its gradients w.r.t. ``syn`` and ``lr`` (alpha), which both require grad.
 
-        ``labels`` are ``[n, K]`` logits (None for hard labels) and require
-        grad only when learned; ``syn`` and ``lr`` always do. Gradients are
-        returned, never accumulated into any ``.grad``.
+        Gradients are returned, never accumulated into any ``.grad``.
         """
 
     def distill_prepared(
@@ -427,11 +417,12 @@ class TrajectoryMatching(PreparedDistiller):
         Each iteration draws an expert uniformly, a start epoch uniformly in
         ``[0, max_start_epoch)``, ``syn_steps`` mini-batches (a reshuffle of
         the synthetic set split into ``batch_syn``-sized chunks, reshuffled
-        when used up, as in MTT's code) with one DSA seed each, then takes one
-        SGD step on the images, alpha and (when learned) the labels with the
-        gradient of :meth:`matching_gradients`. All randomness comes from one
-        CPU generator seeded with ``seed``. The loop resumes from and saves
-        into ``checkpoint`` (:class:`~proxynas.distill.checkpoint.Loop`).
+        when used up, as in MTT's code) with one DSA seed each, labels the
+        images (:meth:`iteration_labels`), then takes one SGD step on the
+        images and alpha with the gradient of :meth:`matching_gradients`. All
+        randomness comes from one CPU generator seeded with ``seed``. The
+        loop resumes from and saves into ``checkpoint``
+        (:class:`~proxynas.distill.checkpoint.Loop`).
         """
         check_ipc(train, ipc)
         student = self.student(train, device)
@@ -440,24 +431,20 @@ class TrajectoryMatching(PreparedDistiller):
         k = train.num_classes
         syn = initial_images(train, ipc, self.init, generator, device).requires_grad_(True)
         hard = torch.arange(k, device=device).repeat_interleave(ipc)
-        labels = self.initial_labels(student, trajectories, syn.detach()) if self.soft_labels else None
         lr = torch.tensor(float(self.lr_teacher), device=device, requires_grad=True)
         optimizers = [
             torch.optim.SGD([syn], lr=self.lr_img, momentum=self.momentum_img),
             torch.optim.SGD([lr], lr=self.lr_lr, momentum=0.5),
         ]
-        if self.learn_labels:
-            labels.requires_grad_(True)
-            optimizers.append(torch.optim.SGD([labels], lr=self.lr_label, momentum=0.5))
         augment = DSA(strategy=self.dsa, per_sample=True)
         n = len(syn)
         batch = n if self.batch_syn is None else min(self.batch_syn, n)
         min_lr = self.lr_teacher * _MIN_LR_FRACTION
         history: list[float] = []
-        learned_tensors = {"syn": syn, "lr": lr} if labels is None else {"syn": syn, "lr": lr, "labels": labels}
-        loop = Loop(self.name, tensors=learned_tensors, optimizers=optimizers, generators=[generator],
+        loop = Loop(self.name, tensors={"syn": syn, "lr": lr}, optimizers=optimizers, generators=[generator],
                     history=history)
 
+        labels = None
         for it in loop.range(self.iterations, checkpoint):
             expert = trajectories[int(torch.randint(0, len(trajectories), (), generator=generator))]
             t = int(torch.randint(0, self.max_start_epoch, (), generator=generator))
@@ -467,19 +454,20 @@ class TrajectoryMatching(PreparedDistiller):
                 if not chunks:
                     chunks = list(torch.randperm(n, generator=generator).split(batch))
                 steps.append((chunks.pop().to(device), draw_seed(generator)))
+            target = expert[t + self.expert_epochs].to(device)
+            labels = self.iteration_labels(student, target, syn.detach())
             unroll = Unroll(
                 student=student,
                 start=expert[t].to(device),
-                target=expert[t + self.expert_epochs].to(device),
+                target=target,
                 steps=steps,
                 augment=augment,
                 hard_labels=hard,
+                soft_labels=labels,
             )
-            matched = self.matching_gradients(unroll, syn, lr, labels)
+            matched = self.matching_gradients(unroll, syn, lr)
             value = check_finite(matched.loss, method=self.name, iteration=it, setting=self.blame(syn))
             syn.grad, lr.grad = matched.syn, matched.lr
-            if self.learn_labels:
-                labels.grad = matched.labels
             for optimizer in optimizers:
                 optimizer.step()
             with torch.no_grad():
@@ -491,29 +479,15 @@ class TrajectoryMatching(PreparedDistiller):
                 progress(it, self.iterations, loss=value, syn_lr=float(lr.detach()))
 
         # The last step can itself overflow even though its loss was finite.
-        if not torch.isfinite(syn).all() or (labels is not None and not torch.isfinite(labels).all()):
+        if not torch.isfinite(syn).all():
             check_finite(float("nan"), method=self.name, iteration=self.iterations, setting=self.setting("lr_img"))
         summary = make_summary(train, syn.detach().split(ipc), self.name, history)
         # alpha travels with the images: the step size they were distilled for
-        learned_lr = float(lr.detach())
+        summary = replace(summary, learned_lr=float(lr.detach()))
         if labels is None:
-            return replace(summary, learned_lr=learned_lr)
+            return summary
         soft = labels.detach().to("cpu", torch.float32).contiguous()
-        return Summary(data=summary.data, method=self.name, history=summary.history, soft_labels=soft,
-                       label_loss="ce", learned_lr=learned_lr)
-
-
-def learned(syn: torch.Tensor, lr: torch.Tensor, labels: torch.Tensor | None) -> list[torch.Tensor]:
-    """The tensors eq. 1 is differentiated with respect to, in :class:`Matched` order."""
-    out = [syn, lr]
-    if labels is not None and labels.requires_grad:
-        out.append(labels)
-    return out
-
-
-def matched(loss: float, grads: Sequence[torch.Tensor]) -> Matched:
-    """:class:`Matched` from gradients ordered as :func:`learned`."""
-    return Matched(loss=loss, syn=grads[0], lr=grads[1], labels=grads[2] if len(grads) > 2 else None)
+        return replace(summary, soft_labels=soft, label_loss="ce")
 
 
 __all__ = [
@@ -523,7 +497,5 @@ __all__ = [
     "TrajectoryMatching",
     "Trajectories",
     "Unroll",
-    "learned",
-    "matched",
     "trajectory_distance",
 ]

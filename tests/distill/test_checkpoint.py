@@ -41,11 +41,11 @@ def one_thread():
         (DCC(iterations=4, match_steps=2, net_epochs=1, batch_real=10, width=16, depth=2), 1, None),
         (DM(iterations=6, networks="space", lr_img=0.1), 3, SPACE),
         (IDC(iterations=4, match_steps=2, net_steps=1, batch_net=20, batch_real=10, width=16, depth=2), 2, None),
-        (MTT(**TRAJECTORY, batch_syn=4, soft_labels=True), 3, None),
-        (TESLA(**TRAJECTORY, learn_labels=True, exact=False), 1, None),
+        (MTT(**TRAJECTORY, batch_syn=4), 3, None),
+        (TESLA(**TRAJECTORY, soft_labels=True, exact=True), 1, None),
         (FRePo(iterations=8, width=16, depth=2, pool_size=2, max_online_steps=2), 5, None),
     ],
-    ids=["dc-space-bn", "dcc-at-1", "dm-space", "idc-factor2", "mtt-batches", "tesla-learned-labels", "frepo-resets"],
+    ids=["dc-space-bn", "dcc-at-1", "dm-space", "idc-factor2", "mtt-batches", "tesla-soft-labels-exact", "frepo-resets"],
 )
 def test_loops_with_more_state_resume_bit_identically(method, at, space):
     kwargs = {"space": space} if space is not None else {}

@@ -1,12 +1,15 @@
 """Trajectory matching: MTT (Cazenavette et al. 2022, eq. 1) and TESLA (Cui et al. 2023, Sec. 3).
 
-Checks the expert trajectories (the cached preparation stage), eq. 1, that
-TESLA's constant-memory gradient equals MTT's backpropagated one while its
-autograd memory does not grow with the number of unrolled steps, soft labels,
-the prepare/distill split and error reporting.
+Checks the expert trajectories (the cached preparation stage), eq. 1, TESLA's
+Eq. 6 gradient (an independent autograd reference; MTT's gradient for one
+step only) and its exact variant (MTT's gradient) in graph memory that does
+not grow with the unrolled steps, TESLA's per-iteration soft labels, the
+learned step size reaching proxy training, the papers' presets, the
+prepare/distill split and error reporting.
 """
 
 import copy
+import dataclasses
 import io
 import weakref
 
@@ -16,14 +19,18 @@ import torch
 from proxynas.data.types import ImageData
 from proxynas.distill import DISTILLERS, MTT, TESLA
 from proxynas.augment import DSA
-from proxynas.distill.trajectory import FlatStudent, Unroll, trajectory_distance
+from proxynas.distill.base import initial_images
+from proxynas.distill.trajectory import FlatStudent, Matched, Unroll, trajectory_distance
 from proxynas.errors import ConfigError, DivergenceError
 
 CPU = torch.device("cpu")
 IPC = 2
-# Tiny experts: 3 checkpoints each, 3 SGD steps per epoch on 60 images.
+# Tiny experts: 3 checkpoints each, 3 SGD steps per epoch on 60 images. The step sizes are
+# pinned (the defaults are CIFAR-10's, lr_img a ZCA-space value) so these tests do not
+# move with the papers' rows.
 EXPERTS = {"num_experts": 2, "expert_train_epochs": 3, "expert_batch": 20, "expert_lr": 0.05, "width": 32, "depth": 2}
-FAST = {**EXPERTS, "iterations": 20, "syn_steps": 6, "expert_epochs": 1, "max_start_epoch": 2}
+FAST = {**EXPERTS, "iterations": 20, "syn_steps": 6, "expert_epochs": 1, "max_start_epoch": 2,
+        "lr_img": 1000.0, "lr_teacher": 0.01}
 METHODS = {"mtt": MTT, "tesla": TESLA}
 
 
@@ -53,7 +60,8 @@ def accuracy(student: FlatStudent, theta: torch.Tensor, data: ImageData) -> floa
         return float((student.logits(theta, data.x).argmax(1) == data.y).float().mean())
 
 
-def make_unroll(data, experts, steps=6, batch=4, dsa="color_crop_cutout_flip_scale_rotate", seed=0) -> Unroll:
+def make_unroll(data, experts, steps=6, batch=4, dsa="color_crop_cutout_flip_scale_rotate", seed=0,
+                soft_labels=None) -> Unroll:
     student = MTT(**FAST).student(data, CPU)
     g = torch.Generator().manual_seed(seed)
     n = 3 * IPC
@@ -65,13 +73,15 @@ def make_unroll(data, experts, steps=6, batch=4, dsa="color_crop_cutout_flip_sca
         steps=plan,
         augment=DSA(strategy=dsa, per_sample=True),
         hard_labels=torch.arange(3).repeat_interleave(IPC),
+        soft_labels=soft_labels,
     )
 
 
 def learned_tensors(data, seed=0):
+    """Images and alpha (requiring grad) and a set of logit labels (constants, as TESLA's are)."""
     g = torch.Generator().manual_seed(seed)
     syn = data.x[torch.randperm(len(data), generator=g)[: 3 * IPC]].clone().requires_grad_(True)
-    labels = torch.randn(3 * IPC, 3, generator=g).requires_grad_(True)
+    labels = torch.randn(3 * IPC, 3, generator=g)
     lr = torch.tensor(0.05, requires_grad=True)
     return syn, lr, labels
 
@@ -135,7 +145,7 @@ def test_real_data_tracks_the_expert_better_than_noise(data):
     def loss(syn):
         unroll = Unroll(method.student(data, CPU), experts[0][1], experts[0][2], plan, DSA(strategy="none"), data.y)
         lr = torch.tensor(EXPERTS["expert_lr"], requires_grad=True)
-        return method.matching_gradients(unroll, syn.clone().requires_grad_(True), lr, None).loss
+        return method.matching_gradients(unroll, syn.clone().requires_grad_(True), lr).loss
 
     real = loss(data.x)
     noise = loss(torch.randn(data.x.shape, generator=g))
@@ -169,32 +179,58 @@ def test_student_divergence_names_both_learning_rates(data, experts):
 
 
 # -- TESLA's constant-memory gradient ----------------------------------------------------
-@pytest.mark.parametrize("labels", ["hard", "learned"])
-def test_tesla_gradient_equals_mtt_backpropagation(data, experts, labels):
-    unroll = make_unroll(data, experts)
+def eq6_reference(unroll: Unroll, syn: torch.Tensor, lr: torch.Tensor) -> Matched:
+    """TESLA Eq. 6 by plain autograd: eq. 1 of theta*_t - alpha sum_n g_n with every theta_hat_{t+n} a constant.
+
+    Each g_n still depends on its own batch (and alpha scales the sum), but
+    not on the earlier batches through theta_hat_{t+n}: the terms TESLA drops.
+    """
+    thetas = [unroll.start]
+    for n in range(len(unroll.steps)):
+        theta = thetas[-1].detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(unroll.step_loss(theta, syn.detach(), n), theta)
+        thetas.append((theta - lr.detach() * grad).detach())
+    total = 0
+    for n, theta in enumerate(thetas[:-1]):
+        theta = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(unroll.step_loss(theta, syn, n), theta, create_graph=True)
+        total = total + grad
+    distance = unroll.distance(unroll.start - lr * total)
+    grad_syn, grad_lr = torch.autograd.grad(distance, [syn, lr])
+    return Matched(loss=distance.item(), syn=grad_syn, lr=grad_lr)
+
+
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+def test_tesla_default_gradient_is_eq6(data, experts, labels):
     syn, lr, soft = learned_tensors(data)
-    soft = None if labels == "hard" else soft
-    mtt = MTT(**FAST).matching_gradients(unroll, syn, lr, soft)
-    tesla = TESLA(**FAST).matching_gradients(unroll, syn, lr, soft)
-    assert tesla.loss == pytest.approx(mtt.loss, rel=1e-6)
-    assert relative(tesla.syn, mtt.syn) < 1e-5
-    assert relative(tesla.lr, mtt.lr) < 1e-5
-    if soft is None:
-        assert mtt.labels is None and tesla.labels is None
-    else:
-        assert relative(tesla.labels, mtt.labels) < 1e-5
+    unroll = make_unroll(data, experts, soft_labels=soft if labels == "soft" else None)
+    tesla = TESLA(**FAST).matching_gradients(unroll, syn, lr)
+    reference = eq6_reference(unroll, syn, lr)
+    assert tesla.loss == pytest.approx(reference.loss, rel=1e-6)
+    assert relative(tesla.syn, reference.syn) < 1e-5
+    assert relative(tesla.lr, reference.lr) < 1e-5
     assert syn.grad is None and lr.grad is None  # gradients are returned, never accumulated
 
 
-def test_first_order_tesla_drops_the_hessian_terms(data, experts):
-    """TESLA's released-code gradient (``exact=False``) equals MTT's for one step (no Hessian term), not beyond."""
+def test_eq6_is_mtts_gradient_for_one_step_only(data, experts):
+    """Eq. 6 drops the earlier batches' effect on theta_hat_{t+n}: none for N = 1, some beyond."""
     syn, lr, _ = learned_tensors(data)
     one, many = make_unroll(data, experts, steps=1), make_unroll(data, experts, steps=6)
-    approx = TESLA(**FAST, exact=False)
-    assert relative(approx.matching_gradients(one, syn, lr, None).syn,
-                    MTT(**FAST).matching_gradients(one, syn, lr, None).syn) < 1e-5
-    assert relative(approx.matching_gradients(many, syn, lr, None).syn,
-                    MTT(**FAST).matching_gradients(many, syn, lr, None).syn) > 1e-3
+    eq6, mtt = TESLA(**FAST), MTT(**FAST)
+    assert relative(eq6.matching_gradients(one, syn, lr).syn, mtt.matching_gradients(one, syn, lr).syn) < 1e-5
+    assert relative(eq6.matching_gradients(many, syn, lr).syn, mtt.matching_gradients(many, syn, lr).syn) > 1e-3
+
+
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+def test_exact_tesla_gradient_equals_mtt_backpropagation(data, experts, labels):
+    syn, lr, soft = learned_tensors(data)
+    unroll = make_unroll(data, experts, soft_labels=soft if labels == "soft" else None)
+    mtt = MTT(**FAST).matching_gradients(unroll, syn, lr)
+    exact = TESLA(**FAST, exact=True).matching_gradients(unroll, syn, lr)
+    assert exact.loss == pytest.approx(mtt.loss, rel=1e-6)
+    assert relative(exact.syn, mtt.syn) < 1e-5
+    assert relative(exact.lr, mtt.lr) < 1e-5
+    assert syn.grad is None and lr.grad is None
 
 
 class SavedTensorBytes:
@@ -232,14 +268,15 @@ class SavedTensorBytes:
         self._hooks.__exit__(*exc)
 
 
-def test_tesla_graph_memory_does_not_grow_with_unrolled_steps(data, experts):
+@pytest.mark.parametrize("exact", [False, True])
+def test_tesla_graph_memory_does_not_grow_with_unrolled_steps(data, experts, exact):
     syn, lr, labels = learned_tensors(data)
     peaks = {}
-    for name, cls in METHODS.items():
+    for name, method in (("mtt", MTT(**FAST)), ("tesla", TESLA(**FAST, exact=exact))):
         for steps in (2, 8):
-            unroll = make_unroll(data, experts, steps=steps)
+            unroll = make_unroll(data, experts, steps=steps, soft_labels=labels)
             with SavedTensorBytes() as saved:
-                cls(**FAST).matching_gradients(unroll, syn, lr, labels)
+                method.matching_gradients(unroll, syn, lr)
             peaks[name, steps] = saved.peak
     assert peaks["mtt", 8] > 3 * peaks["mtt", 2]
     assert peaks["tesla", 8] <= 1.05 * peaks["tesla", 2]
@@ -247,19 +284,51 @@ def test_tesla_graph_memory_does_not_grow_with_unrolled_steps(data, experts):
 
 
 # -- soft labels ---------------------------------------------------------------------------
-def test_tesla_returns_expert_logit_labels(data, experts):
-    summary = TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU)
-    labels = summary.soft_labels
-    assert labels is not None and summary.label_loss == "ce"
-    assert labels.shape == (3 * IPC, 3) and labels.dtype == torch.float32 and labels.device.type == "cpu"
-    assert torch.equal(labels.argmax(1), summary.data.y)
+@dataclasses.dataclass(frozen=True)
+class RecordingTESLA(TESLA):
+    """TESLA that records, every iteration, its target checkpoint, the images and the labels the student got."""
+
+    def matching_gradients(self, unroll, syn, lr):
+        RECORDED.append((unroll.target.clone(), syn.detach().clone(), unroll.soft_labels))
+        return super().matching_gradients(unroll, syn, lr)
+
+
+RECORDED: list = []
+
+
+def test_tesla_labels_come_from_each_iterations_target_checkpoint(data, experts):
+    """Sec. 3.3 as released: every iteration relabels the current images with theta*_{t+M}."""
+    RECORDED.clear()
+    method = RecordingTESLA(**{**FAST, "iterations": 6, "soft_labels": True})
+    summary = method.distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    student = method.student(data, CPU)
+    assert len(RECORDED) == 6
+    for target, syn, labels in RECORDED:
+        assert torch.allclose(labels, student.logits(target, syn), atol=1e-6)
+    # two experts and two start epochs: the targets, hence the labels, change between iterations
+    assert len({tuple(target[:4].tolist()) for target, _, _ in RECORDED}) > 1
+    assert any(not torch.allclose(RECORDED[0][2], labels) for _, _, labels in RECORDED[1:])
+    # the summary carries the last iteration's labels, as the released code evaluates with them
+    assert torch.equal(summary.soft_labels, RECORDED[-1][2])
+    assert summary.label_loss == "ce" and summary.soft_labels.dtype == torch.float32
+
+
+def test_tesla_first_labels_are_the_target_checkpoints_logits_on_the_initial_images(data, experts):
+    """One expert, start epoch 0: the target is its epoch-M checkpoint, not its last one."""
+    method = TESLA(**{**FAST, "iterations": 1, "max_start_epoch": 1, "soft_labels": True})
+    summary = method.distill_prepared(data, IPC, experts[:1], seed=0, device=CPU)
+    initial = initial_images(data, IPC, "real", torch.Generator().manual_seed(0), CPU)
+    student = method.student(data, CPU)
+    target = experts[0][FAST["expert_epochs"]]
+    assert torch.allclose(summary.soft_labels, student.logits(target, initial), atol=1e-6)
+    assert not torch.allclose(summary.soft_labels, student.logits(experts[0][-1], initial), atol=1e-3)
 
 
 def test_soft_labels_train_a_network_with_train_model(data, experts):
     from proxynas.models import ConvNet
     from proxynas.training import TrainSettings, train_model
 
-    summary = TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    summary = TESLA(**FAST, soft_labels=True).distill_prepared(data, IPC, experts, seed=0, device=CPU)
     target = summary.soft_labels.softmax(dim=1)
 
     def soft_cross_entropy(net) -> float:
@@ -279,18 +348,56 @@ def test_soft_labels_train_a_network_with_train_model(data, experts):
     assert any(not torch.equal(a, b) for a, b in zip(net.parameters(), hard.parameters()))
 
 
-def test_mtt_uses_hard_labels_unless_asked(data, experts):
+def test_hard_labels_unless_tesla_is_asked_for_soft_ones(data, experts):
     assert MTT(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU).soft_labels is None
-    soft = MTT(**FAST, soft_labels=True).distill_prepared(data, IPC, experts, seed=0, device=CPU)
+    assert TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU).soft_labels is None
+    soft = TESLA(**FAST, soft_labels=True).distill_prepared(data, IPC, experts, seed=0, device=CPU)
     assert soft.soft_labels.shape == (3 * IPC, 3)
-    assert TESLA(**FAST, soft_labels=False).distill_prepared(data, IPC, experts, seed=0, device=CPU).soft_labels is None
 
 
-def test_learned_labels_move_and_fixed_ones_do_not(data, experts):
-    fixed = TESLA(**FAST).distill_prepared(data, IPC, experts, seed=0, device=CPU)
-    learned = TESLA(**FAST, learn_labels=True, lr_label=100.0).distill_prepared(data, IPC, experts, seed=0, device=CPU)
-    assert not torch.allclose(fixed.soft_labels, learned.soft_labels)
-    assert torch.isfinite(learned.soft_labels).all()
+# -- the learned step size alpha -----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_the_learned_step_size_trains_the_proxy_when_asked(name):
+    """alpha reaches proxy training through the pipeline's evaluate stage (TrainProxy.lr_from_summary)."""
+    from proxynas.pipeline import evaluate
+    from proxynas.proxies import TrainProxy
+    from proxynas.testing.proxies import ARCH, SPACE, separable_data
+
+    splits = separable_data(classes=3, per_class=12)
+    summary = METHODS[name](**{**FAST, "iterations": 10}).distill(splits.train, IPC, seed=0, device=CPU)
+    alpha = summary.learned_lr
+    assert alpha is not None and alpha > 0 and alpha != FAST["lr_teacher"]
+
+    def values(proxy):
+        params = {"space": SPACE, "seed": 0, "setting_prefix": "proxy", "proxy": proxy}
+        return [row["values"] for row in evaluate([ARCH], splits, params, CPU, summary=summary)]
+
+    asked = TrainProxy(epochs=2, batch_size=8, lr=0.05, lr_from_summary=True, scores=("val_acc", "sotl_2"))
+    assert values(asked) == values(dataclasses.replace(asked, lr=alpha, lr_from_summary=False))
+    assert values(asked) != values(dataclasses.replace(asked, lr_from_summary=False))
+
+
+# -- the papers' settings -----------------------------------------------------------------------
+def test_defaults_are_mtts_cifar10_ipc10_row_with_the_papers_experts():
+    assert MTT() == MTT.paper("cifar10", 10)
+    default = MTT()
+    assert (default.num_experts, default.expert_train_epochs, default.iterations) == (100, 50, 5000)
+    assert (default.lr_img, default.lr_lr, default.lr_teacher) == (100.0, 1e-5, 0.001)
+    tesla = TESLA()
+    assert not tesla.soft_labels and not tesla.exact and tesla.iterations == 10000
+
+
+@pytest.mark.parametrize("name", ["mtt", "tesla"])
+def test_the_paper_protocol_trains_at_the_learned_step_size_for_1000_epochs(name):
+    protocol = METHODS[name].paper_protocol
+    assert protocol.learned_lr and protocol.epochs == 1000 and protocol.augment == "dsa" and protocol.zca
+    assert protocol.labels == ("hard" if name == "mtt" else "learned")
+
+
+def test_ipc50_is_the_unwhitened_row():
+    # MTT's table: ZCA for IPC 1 and 10 (lr_img 100), none for IPC 50 (lr_img 1000)
+    assert MTT.paper("cifar10", 50).lr_img == 1000.0 and MTT.paper("cifar10", 1).lr_img == 100.0
+    assert TESLA.paper("cifar10", 1).max_start_epoch == 5  # TESLA's README command, not MTT's row
 
 
 # -- the prepare / distill split -------------------------------------------------------------
@@ -341,7 +448,6 @@ def test_mtt_and_tesla_share_experts():
         ("norm", "batchnorm"),
         ("dsa", "blur"),
         ("expert_dsa", "blur"),
-        ("soft_labels", "yes"),
     ],
 )
 @pytest.mark.parametrize("name", ["mtt", "tesla"])
@@ -350,11 +456,16 @@ def test_bad_settings_name_the_field(name, field, value):
         METHODS[name](**{field: value})
 
 
-def test_learning_labels_needs_soft_labels():
-    with pytest.raises(ValueError, match="learn_labels needs soft_labels"):
-        MTT(learn_labels=True)
-    with pytest.raises(ValueError, match="exact"):
-        TESLA(exact=1)
+@pytest.mark.parametrize("field", ["soft_labels", "exact"])
+def test_teslas_switches_must_be_booleans(field):
+    with pytest.raises(ValueError, match=field):
+        TESLA(**{field: 1})
+
+
+def test_mtt_has_no_label_assignment():
+    # soft labels are TESLA's (Sec. 3.3); MTT trains on the classes
+    with pytest.raises(TypeError, match="soft_labels"):
+        MTT(soft_labels=True)
 
 
 @pytest.mark.parametrize("name", ["mtt", "tesla"])
