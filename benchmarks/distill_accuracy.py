@@ -62,7 +62,8 @@ PUBLISHED: dict[str, tuple[tuple[float, float, float] | None, str]] = {
     "dc": ((28.3, 44.9, 53.9), "Zhao et al. ICLR 2021 (DC), Tab. 1"),
     "dsa": ((28.8, 52.1, 60.6), "Zhao & Bilen ICML 2021 (DSA), Tab. 1"),
     "dm": ((26.0, 48.9, 63.0), "Zhao & Bilen WACV 2023 (DM), Tab. 1"),
-    "dcc": (None, "Lee et al. ICML 2022 (DCC/DSAC): not verified offline"),
+    "dcc": (None, "Lee et al. ICML 2022 (DCC): not verified offline"),
+    "dsac": (None, "Lee et al. ICML 2022 (DSAC): not verified offline"),
     "idc": ((50.0, 67.5, 74.5), "Kim et al. ICML 2022 (IDC, factor 2; storage IPC)"),
     "mtt": ((46.3, 65.3, 71.6), "Cazenavette et al. CVPR 2022 (MTT), Tab. 1"),
     "kip": ((49.9, 62.7, 68.6), "Nguyen et al. NeurIPS 2021 (KIP, ConvNet kernel: not comparable with our FC kernel)"),
@@ -93,7 +94,10 @@ KNOWN_GAPS: dict[str, str] = {
 CPU_SETTINGS: dict[str, dict] = {
     "dm": {"iterations": 200, "width": 64, "depth": 2},
     "dc": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2},
-    "dcc": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2},
+    "dsa": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2},
+    # DCC's warm-up (DC's loss for 250 of 1,000 iterations) scaled to 10 of 40
+    "dcc": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2, "outer_warmup": 10},
+    "dsac": {"iterations": 40, "match_steps": 5, "net_epochs": 5, "width": 64, "depth": 2, "outer_warmup": 10},
     "idc": {"iterations": 20, "match_steps": 10, "net_steps": 5, "width": 64, "depth": 2},
     # Trajectory matching: 5 experts x 15 epochs in batches of 64 (~21 SGD steps per epoch on the
     # 1,337 digits, vs MTT's 196 on CIFAR-10), 20 student steps matching 2 expert epochs.

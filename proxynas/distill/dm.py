@@ -15,22 +15,25 @@ Cui et al., NeurIPS 2022); see :mod:`proxynas.distill.networks`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 
-from proxynas.augment import DSA, check_strategy
+from proxynas.augment import DEFAULT_STRATEGY, DSA, check_strategy
 from proxynas.data.types import ImageData
 from proxynas.distill.base import (
     INITS,
     DISTILLERS,
     Distiller,
+    EvaluationProtocol,
     Summary,
     check_finite,
     check_ipc,
     class_indices,
     descend,
+    initial_images,
     make_summary,
+    preset_name,
 )
 from proxynas.distill.checkpoint import Checkpoint, Loop
 from proxynas.distill.networks import NETWORKS, draw_network, require_space
@@ -47,11 +50,17 @@ SETTING = "distill.methods.dm.lr_img"  # what to lower when the objective diverg
 @DISTILLERS.register("dm")
 @dataclass(frozen=True)
 class DM(Distiller):
-    """Distribution Matching; defaults follow the paper except ``iterations`` (paper: 20000).
+    """Distribution Matching (Zhao & Bilen, WACV 2023, eq. 4); defaults are the paper's.
 
-    ``width``/``depth`` size the random ConvNet embedders (paper: 128/3; smaller
-    is faster on a CPU). ``dsa`` is the :class:`DSA` strategy (``"none"``
-    disables augmentation). Progress is reported every ``log_every`` iterations;
+    The released ``main_DM.py`` CIFAR-10 settings (the same at ipc 1, 10 and
+    50, README: ``--lr_img 1``): 20000 iterations, SGD on the images with
+    lr 1.0 and momentum 0.5, 256 real images per class, initialisation from
+    random real images, DSA strategy ``color_crop_cutout_flip_scale_rotate``
+    and random ConvNet-3 embedders of width 128.
+
+    ``width``/``depth`` size the random ConvNet embedders (smaller is faster
+    on a CPU). ``dsa`` is the :class:`DSA` strategy (``"none"`` disables
+    augmentation). Progress is reported every ``log_every`` iterations;
     ``Summary.history`` holds the objective of every iteration.
 
     ``networks`` says where the embedders come from: ``"convnet"`` (the
@@ -72,8 +81,22 @@ class DM(Distiller):
 
     name: ClassVar[str] = "dm"
     iterative: ClassVar[bool] = True
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        preset_name("cifar10", ipc): {"iterations": 20000, "lr_img": 1.0, "batch_real": 256, "init": "real",
+                                      "dsa": DEFAULT_STRATEGY, "width": 128, "depth": 3}
+        for ipc in (1, 10, 50)
+    }
+    paper_protocol: ClassVar[EvaluationProtocol] = EvaluationProtocol(
+        epochs=1000,
+        augment="dsa",
+        source=(
+            "DM released main_DM.py + utils.evaluate_synset (Zhao & Bilen WACV 2023, Tab. 1): epoch_eval_train 1000"
+            " with DSA color_crop_cutout_flip_scale_rotate, SGD lr 0.01 momentum 0.9 wd 5e-4, batch 256, lr x0.1"
+            " half way"
+        ),
+    )
 
-    iterations: int = checked(200, gt=0)
+    iterations: int = checked(20000, gt=0)
     # a NaN learning rate is let through on purpose, and reported as a
     # divergence at the iteration where it bites
     lr_img: float = checked(1.0, gt=0, allow_nan=True)
@@ -82,7 +105,7 @@ class DM(Distiller):
     init: str = checked("real", choices=INITS)
     width: int = checked(128, gt=0)
     depth: int = checked(3, gt=0)
-    dsa: str = checked("color_crop_cutout_flip_scale_rotate", check=check_strategy)
+    dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
     log_every: int = checked(10, gt=0)
     networks: str = checked("convnet", choices=NETWORKS)
 
@@ -123,16 +146,8 @@ class DM(Distiller):
     def initial_images(
         self, train: ImageData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
-        """S at step 0 (DM experimental settings): random real images of each class, or N(0, 1) noise.
-
-        Noise is standard normal because the images are normalised per channel.
-        """
-        if self.init == "noise":
-            c, h, w = train.shape
-            noise = torch.randn(train.num_classes * ipc, c, h, w, generator=generator)
-            return noise.to(device)
-        picks = [idx[torch.randperm(len(idx), generator=generator)[:ipc]] for idx in class_indices(train)]
-        return train.x[torch.cat(picks).to(train.x.device)].to(device, torch.float32)
+        """S at step 0 (DM experimental settings): ``init`` images per class (:func:`initial_images`)."""
+        return initial_images(train, ipc, self.init, generator, device)
 
     def distill(
         self,

@@ -18,12 +18,14 @@ rather than copy it:
 
 * DC / DSA (Zhao & Bilen, ICML 2021): siamese augmentation of both batches
   (:mod:`proxynas.distill.dc`);
-* DCC (Lee et al., ICML 2022): how the per-class gradients are combined before
-  the distance (:meth:`GradientMatching.objective`, :mod:`proxynas.distill.dcc`);
-* IDC (Kim et al., ICML 2022): how stored parameters decode into images,
-  which networks are matched and how they are trained
-  (:meth:`decode`, :meth:`new_network`, :meth:`update_network`,
-  :mod:`proxynas.distill.idc`).
+* DCC / DSAC (Lee et al., ICML 2022): how the per-class gradients are
+  combined before the distance, and which loss each step minimises (its
+  warm-up) (:meth:`GradientMatching.objective`,
+  :meth:`GradientMatching.step_loss`, :mod:`proxynas.distill.dcc`);
+* IDC (Kim et al., ICML 2022): how stored parameters decode into images and
+  how many, the step size on them, which networks are matched and how they
+  are trained (:meth:`decode`, :meth:`images_per_class`, :meth:`image_lr`,
+  :meth:`new_network`, :meth:`update_network`, :mod:`proxynas.distill.idc`).
 
 Every variant can also match through random cells of the search space being
 ranked instead of the papers' fixed ConvNet (``networks: space``, a
@@ -47,6 +49,7 @@ Names of the loops differ between the papers; here:
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Sequence
@@ -55,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from proxynas.augment import DEFAULT_STRATEGY, DSA, check_strategy
+from proxynas.augment import DSA, check_strategy
 from proxynas.data.types import ImageData
 from proxynas.distill.base import (
     INITS,
@@ -64,6 +67,7 @@ from proxynas.distill.base import (
     check_finite,
     check_ipc,
     class_indices,
+    initial_images,
     make_summary,
 )
 from proxynas.distill.checkpoint import Checkpoint, Loop
@@ -84,7 +88,7 @@ if TYPE_CHECKING:
     from proxynas.spaces.base import SearchSpace
 
 METRICS = ("cos", "mse", "l1")
-_EPS = 1e-6  # DC's guard against a zero norm product in eq. 10
+_EPS = 1e-6  # DC's guard against a zero norm product in eq. 10, added as its released code does
 
 Grads = Sequence[torch.Tensor]
 
@@ -95,9 +99,10 @@ def layer_distance(real: torch.Tensor, syn: torch.Tensor, metric: str = "cos") -
     ``"cos"`` is DC eq. 10: the gradient is viewed as one row per output node
     (a conv weight ``[out, in, kh, kw]`` as ``[out, in*kh*kw]``, a linear
     weight as ``[out, in]``, a 1-D tensor as a single row) and
-    ``sum_i (1 - <A_i, B_i> / (|A_i| |B_i|))`` is returned; the norm product
-    is floored at 1e-6 so identical gradients give exactly 0 and a zero row
-    gives 1. ``"mse"`` / ``"l1"`` are the summed squared / absolute
+    ``sum_i (1 - <A_i, B_i> / (|A_i| |B_i| + 1e-6))`` is returned, the 1e-6
+    added as DC's released ``distance_wb`` does (a zero row gives 1; identical
+    rows give ``1e-6 / (|A_i|^2 + 1e-6)``, not exactly 0 -- pinned by
+    ``tests/distill/test_golden.py`` for gradients of order 1 and 1e-3). ``"mse"`` / ``"l1"`` are the summed squared / absolute
     differences IDC uses (Kim et al. 2022, released code). All three are
     symmetric in their arguments.
     """
@@ -106,7 +111,7 @@ def layer_distance(real: torch.Tensor, syn: torch.Tensor, metric: str = "cos") -
     if metric == "cos":
         rows = real.shape[0] if real.ndim > 1 else 1
         a, b = real.reshape(rows, -1), syn.reshape(rows, -1)
-        norms = (a.norm(dim=1) * b.norm(dim=1)).clamp_min(_EPS)
+        norms = a.norm(dim=1) * b.norm(dim=1) + _EPS
         return (1.0 - (a * b).sum(dim=1) / norms).sum()
     if metric == "mse":
         return (real - syn).pow(2).sum()
@@ -195,23 +200,25 @@ def random_batches(n: int, batch: int, steps: int, generator: torch.Generator) -
 class GradientMatching(Distiller):
     """DC's Algorithm 1 with hooks; subclasses are the registered methods.
 
-    Settings shared by every variant (defaults are DC's; subclasses may
-    override them):
+    Settings shared by every variant (defaults are DC's, Zhao et al. ICLR
+    2021, sec. 4 and its released ``main.py``; subclasses may override them):
 
-    * ``iterations``: networks sampled (K);
+    * ``iterations``: networks sampled (K; DC: 1000);
     * ``match_steps``: image updates per network (T); ``None`` = chosen from
       ``ipc`` by :meth:`default_match_steps`;
     * ``lr_img`` / ``momentum_img``: SGD on the images (DC: 0.1 / 0.5);
     * ``lr_net`` / ``momentum_net`` / ``weight_decay_net``: SGD on the
       network between image updates (DC: 0.01 / 0 / 0);
     * ``batch_real``: real images per class per matching step (DC: 256);
-    * ``init``: ``"real"`` (random real images of each class) or ``"noise"``;
+    * ``init``: ``"noise"`` (DC's default, N(0, 1) in normalised space) or
+      ``"real"`` (random real images of each class);
     * ``metric``: the distance of :func:`layer_distance` (DC: ``"cos"``);
     * ``width`` / ``depth``: the matched ConvNet (DC: 128 / 3). On 8x8
       images use depth <= 2: at depth 3 the last block normalises 2x2 maps,
       and matching gradients of that network diverges at DC's lr_img;
     * ``dsa``: the :class:`DSA` strategy used siamese-ly on the real and
-      synthetic batch of each class (``"none"`` disables it);
+      synthetic batch of each class (DC: ``"none"``; the DSA paper's
+      strategy is the default of :class:`~proxynas.distill.dc.DSAMatching`);
     * ``log_every``: progress is reported every that many iterations;
     * ``networks``: ``"convnet"`` (the papers' ConvNet of ``width``/``depth``)
       or ``"space"``: every iteration's network is a fresh random cell of the
@@ -235,7 +242,7 @@ class GradientMatching(Distiller):
 
     iterative: ClassVar[bool] = True
 
-    iterations: int = checked(200, gt=0)
+    iterations: int = checked(1000, gt=0)
     match_steps: int | None = checked(None, gt=0)
     # NaN learning rates are let through on purpose, and reported as a
     # divergence at the iteration where they bite
@@ -245,11 +252,11 @@ class GradientMatching(Distiller):
     momentum_net: float = checked(0.0, ge=0, lt=1)
     weight_decay_net: float = checked(0.0, ge=0)
     batch_real: int = checked(256, gt=0)
-    init: str = checked("real", choices=INITS)
+    init: str = checked("noise", choices=INITS)
     metric: str = checked("cos", choices=METRICS)
     width: int = checked(128, gt=0)
     depth: int = checked(3, gt=0)
-    dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
+    dsa: str = checked("none", check=check_strategy)
     log_every: int = checked(10, gt=0)
     networks: str = checked("convnet", choices=NETWORKS)
 
@@ -280,30 +287,30 @@ class GradientMatching(Distiller):
     def steps_for(self, ipc: int) -> int:
         return self.match_steps if self.match_steps is not None else self.default_match_steps(ipc)
 
-    # ------------------------------------------------------ parameterisation
-    def stored_per_class(self, ipc: int) -> int:
-        """Optimised tensors per class (``ipc`` images unless a subclass compresses them)."""
-        return ipc
+    def image_lr(self, ipc: int) -> float:
+        """The SGD step size on the optimised tensor (``lr_img`` unless a subclass scales it)."""
+        return self.lr_img
 
+    # ------------------------------------------------------ parameterisation
     def initial_images(
         self, train: ImageData, ipc: int, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
-        """The optimised tensor at step 0: random real images of each class, or N(0, 1) noise.
+        """The optimised tensor at step 0: ``init`` images per class (:func:`~proxynas.distill.base.initial_images`)."""
+        return initial_images(train, ipc, self.init, generator, device)
 
-        Noise is standard normal because the images are normalised per channel.
+    def decode(self, stored: torch.Tensor, train: ImageData, ipc: int) -> torch.Tensor:
+        """Normalised images ``[C * images_per_class(ipc), ...]`` (class-major) from the optimised tensor.
+
+        The identity here: the optimised tensor is the images.
         """
-        c, h, w = train.shape
-        if self.init == "noise":
-            return torch.randn(train.num_classes * ipc, c, h, w, generator=generator).to(device)
-        picks = [idx[torch.randperm(len(idx), generator=generator)[:ipc]] for idx in class_indices(train)]
-        return train.x[torch.cat(picks).to(train.x.device)].to(device, torch.float32)
-
-    def decode(self, stored: torch.Tensor, num_classes: int, ipc: int) -> torch.Tensor:
-        """Images ``[num_classes * ipc, C, H, W]`` (class-major) from the optimised tensor (identity here)."""
         return stored
 
     def project(self, stored: torch.Tensor, train: ImageData) -> None:
         """Constrain the optimised tensor in place after updates (nothing here)."""
+
+    def stored_numbers(self, stored: torch.Tensor, ipc: int) -> int | None:
+        """What the summary stores when that is not its images (``Summary.stored_numbers``); None here."""
+        return None
 
     # ------------------------------------------------------------ networks
     def new_network(
@@ -393,17 +400,39 @@ class GradientMatching(Distiller):
         """DC eq. 9 at one theta: ``sum_c D(real[c], syn[c])`` over per-class gradients."""
         return torch.stack([self.distance(r, s) for r, s in zip(real, syn)]).sum()
 
-    def matching_loss(
+    def class_gradients(
         self, net: nn.Module, real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]
-    ) -> torch.Tensor:
-        """:meth:`objective` of class c's (augmented) real batch ``real[c]`` vs synthetic ``syn[c]``.
+    ) -> tuple[list[tuple[torch.Tensor, ...]], list[tuple[torch.Tensor, ...]]]:
+        """Per-class gradients of class c's (augmented) real batch ``real[c]`` and synthetic ``syn[c]``.
 
-        Real gradients are constants; synthetic ones keep their graph so the
-        loss can be differentiated with respect to the images.
+        Real gradients are constants; synthetic ones keep their graph so a
+        loss built on them can be differentiated with respect to the images.
         """
         real_grads = [class_gradient(net, r, k, create_graph=False) for k, r in enumerate(real)]
         syn_grads = [class_gradient(net, s, k, create_graph=True) for k, s in enumerate(syn)]
-        return self.objective(real_grads, syn_grads)
+        return real_grads, syn_grads
+
+    def matching_loss(
+        self, net: nn.Module, real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`objective` of the per-class gradients (:meth:`class_gradients`)."""
+        return self.objective(*self.class_gradients(net, real, syn))
+
+    def step_loss(
+        self,
+        net: nn.Module,
+        real: Sequence[torch.Tensor],
+        syn: Sequence[torch.Tensor],
+        *,
+        iteration: int,
+        step: int,
+    ) -> torch.Tensor:
+        """The loss minimised at matching step ``step`` (0-based) of iteration ``iteration`` (1-based).
+
+        :meth:`matching_loss` at every step here; a method with a schedule
+        (DCC's warm-up) chooses per step.
+        """
+        return self.matching_loss(net, real, syn)
 
     # --------------------------------------------------------------- driver
     def distill(
@@ -422,8 +451,10 @@ class GradientMatching(Distiller):
 
         Each matching step draws, per class, a real batch of up to
         ``batch_real`` images and one DSA seed shared by that class's real and
-        synthetic batch (siamese), then takes one SGD step (``lr_img``,
-        ``momentum_img``) on the optimised tensor. As in DC the network is not
+        synthetic batch (siamese), then takes one SGD step (:meth:`image_lr`,
+        ``momentum_img``) on the optimised tensor, minimising
+        :meth:`step_loss`. The summary holds :meth:`images_per_class` images
+        per class decoded from that tensor. As in DC the network is not
         updated after the last matching step of an iteration. All randomness
         comes from one CPU generator seeded with ``seed``.
 
@@ -456,13 +487,14 @@ class GradientMatching(Distiller):
         check_ipc(train, ipc)
         generator = torch.Generator().manual_seed(seed)
         k = train.num_classes
+        per_class = self.images_per_class(ipc)
         steps = self.steps_for(ipc)
         stored = self.initial_images(train, ipc, generator, device).requires_grad_(True)
-        optimizer = torch.optim.SGD([stored], lr=self.lr_img, momentum=self.momentum_img)
+        optimizer = torch.optim.SGD([stored], lr=self.image_lr(ipc), momentum=self.momentum_img)
         real_x = train.x.to(device, torch.float32)
         real_y = train.y.to(device)
         indices = [idx.to(device) for idx in class_indices(train)]
-        syn_y = torch.arange(k, device=device).repeat_interleave(ipc)
+        syn_y = torch.arange(k, device=device).repeat_interleave(per_class)
         augment = self.augment
         history: list[float] = []
         lr_img = self.setting("lr_img")
@@ -482,14 +514,14 @@ class GradientMatching(Distiller):
                     picks = [torch.randperm(len(idx), generator=generator)[:BN_PER_CLASS] for idx in indices]
                     mixed = torch.cat([idx[pick.to(device)] for idx, pick in zip(indices, picks)])
                     freeze_batchnorm(net, real_x[mixed])
-                syn = self.decode(stored, k, ipc).split(ipc)
+                syn = self.decode(stored, train, ipc).split(per_class)
                 real, fake = [], []
                 for c, idx in enumerate(indices):
                     pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
                     aug_seed = draw_seed(generator)
                     real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
                     fake.append(augment(syn[c], aug_seed))
-                loss = self.matching_loss(net, real, fake)
+                loss = self.step_loss(net, real, fake, iteration=it, step=step)
                 losses.append(check_finite(loss.item(), method=self.name, iteration=it, setting=lr_img))
                 # Only the images are differentiated; the network keeps no .grad from matching.
                 (stored.grad,) = torch.autograd.grad(loss, [stored])
@@ -499,7 +531,7 @@ class GradientMatching(Distiller):
                 if batchnorm:
                     net.train()
                 if step < steps - 1:
-                    syn_now = self.decode(stored.detach(), k, ipc)
+                    syn_now = self.decode(stored.detach(), train, ipc)
                     self.update_network(
                         net, net_optimizer, syn_now, syn_y, real_x, real_y, ipc, generator, it
                     )
@@ -509,8 +541,9 @@ class GradientMatching(Distiller):
 
         with torch.no_grad():
             self.project(stored, train)
-        images = self.decode(stored.detach(), k, ipc)
-        return make_summary(train, images.split(ipc), self.name, history)
+        images = self.decode(stored.detach(), train, ipc)
+        summary = make_summary(train, images.split(per_class), self.name, history)
+        return dataclasses.replace(summary, stored_numbers=self.stored_numbers(stored.detach(), ipc))
 
 
 def dc_loops(ipc: int) -> tuple[int, int]:

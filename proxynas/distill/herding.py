@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import torch
 
-from proxynas.distill.base import DISTILLERS, FeatureCoreset
+from proxynas.distill.base import DISTILLERS, EvaluationProtocol, FeatureCoreset
+from proxynas.distill.random import CORESET_PROTOCOL
 
 
 @DISTILLERS.register("herding")
@@ -21,6 +22,7 @@ class Herding(FeatureCoreset):
     """Herding selection per class in ConvNet or pixel feature space (settings: see FeatureCoreset)."""
 
     name: ClassVar[str] = "herding"
+    paper_protocol: ClassVar[EvaluationProtocol] = CORESET_PROTOCOL
 
     @property
     def seeded(self) -> bool:

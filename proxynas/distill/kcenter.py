@@ -12,7 +12,8 @@ from typing import ClassVar
 
 import torch
 
-from proxynas.distill.base import DISTILLERS, FeatureCoreset
+from proxynas.distill.base import DISTILLERS, EvaluationProtocol, FeatureCoreset
+from proxynas.distill.random import CORESET_PROTOCOL
 
 
 @DISTILLERS.register("kcenter")
@@ -21,6 +22,7 @@ class KCenter(FeatureCoreset):
     """Greedy k-center per class in ConvNet or pixel feature space (settings: see FeatureCoreset)."""
 
     name: ClassVar[str] = "kcenter"
+    paper_protocol: ClassVar[EvaluationProtocol] = CORESET_PROTOCOL
 
     def select(self, feats: torch.Tensor, ipc: int, generator: torch.Generator) -> torch.Tensor:
         """Sener & Savarese 2018, Alg. 1: u = argmax_i min_{j in s} ||x_i - x_j||; s <- s + {u}.

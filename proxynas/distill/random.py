@@ -12,9 +12,30 @@ from typing import ClassVar
 import torch
 
 from proxynas.data.types import ImageData
-from proxynas.distill.base import DISTILLERS, Distiller, Summary, check_ipc, class_indices, make_summary
+from proxynas.distill.base import (
+    DISTILLERS,
+    Distiller,
+    EvaluationProtocol,
+    Summary,
+    check_ipc,
+    class_indices,
+    make_summary,
+)
 from proxynas.distill.checkpoint import Checkpoint
 from proxynas.progress import Progress, null_progress
+
+
+#: how DC's Tab. 1 (Zhao et al., ICLR 2021) evaluates the coreset baselines (random, herding, k-center):
+#: the ConvNet trained on the chosen real images as on DC's synthetic sets
+CORESET_PROTOCOL = EvaluationProtocol(
+    epochs=300,
+    augment="none",
+    source=(
+        "DC (Zhao et al. ICLR 2021) Tab. 1 coreset baselines, trained as DC's sets by its released"
+        " utils.evaluate_synset: 300 epochs without augmentation on CIFAR-10, SGD lr 0.01 momentum 0.9 wd 5e-4,"
+        " batch 256, lr x0.1 half way"
+    ),
+)
 
 
 @DISTILLERS.register("random")
@@ -24,6 +45,7 @@ class RandomCoreset(Distiller):
 
     name: ClassVar[str] = "random"
     iterative: ClassVar[bool] = False
+    paper_protocol: ClassVar[EvaluationProtocol] = CORESET_PROTOCOL
 
     def distill(
         self,

@@ -38,7 +38,7 @@ def one_thread():
     ("method", "at", "space"),
     [
         (DC(iterations=4, match_steps=2, net_epochs=1, batch_real=10, networks="space", momentum_net=0.5), 2, SPACE),
-        (DCC(iterations=4, match_steps=2, net_epochs=1, batch_real=10, width=16, depth=2), 1, None),
+        (DCC(iterations=4, match_steps=2, net_epochs=1, batch_real=10, width=16, depth=2, outer_warmup=0), 1, None),
         (DM(iterations=6, networks="space", lr_img=0.1), 3, SPACE),
         (IDC(iterations=4, match_steps=2, net_steps=1, batch_net=20, batch_real=10, width=16, depth=2), 2, None),
         (MTT(**TRAJECTORY, batch_syn=4), 3, None),

@@ -1,6 +1,6 @@
-"""DC / DSA (Zhao et al., ICLR 2021; Zhao & Bilen, ICML 2021) against the distiller contract.
+"""DC and DSA (Zhao et al., ICLR 2021; Zhao & Bilen, ICML 2021) against the distiller contract.
 
-The method's own tests are in test_gradient_matching.py (shared with DCC and IDC);
+The methods' own tests are in test_gradient_matching.py (shared with DCC and IDC);
 here, matching through networks drawn from the search space (``networks: space``).
 """
 
@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from proxynas.distill import DC, DCC
+from proxynas.distill.dc import DSAMatching
 from proxynas.spaces import ConvNetSpace
 from proxynas.testing.distillers import (
     DistillerContract,
@@ -23,7 +24,11 @@ SPACE_DC = {"iterations": 6, "match_steps": 2, "net_epochs": 1, "batch_real": 10
 
 
 class TestDCContract(DistillerContract):
-    distiller = DC(**FAST, dsa="none")
+    distiller = DC(**FAST)
+
+
+class TestDSAContract(DistillerContract):
+    distiller = DSAMatching(**FAST)
 
 
 def batchnorm_modes(net: nn.Module) -> list[bool]:

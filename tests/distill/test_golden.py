@@ -174,15 +174,8 @@ def dc_gradients(scale: float) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return real, syn
 
 
-# DC adds 1e-6 to every row's norm product, ours floors it at 1e-6: equal while
-# the product is large ("unit"), not for gradients of order 1e-3 ("small").
-FLOOR_NOT_SUM = pytest.mark.xfail(
-    strict=True,
-    reason="gradient_matching.layer_distance floors |A_i||B_i| at 1e-6; DC's distance_wb adds 1e-6 to it",
-)
-
-
-@pytest.mark.parametrize("case", ["unit", pytest.param("small", marks=FLOOR_NOT_SUM)])
+# "small" (gradients of order 1e-3) checks that 1e-6 is added to the norm product, as DC does
+@pytest.mark.parametrize("case", ["unit", "small"])
 def test_gradient_distance_equals_dc_match_loss(case):
     golden = DC_GOLDEN[case]
     real, syn = dc_gradients(golden["scale"])

@@ -1,13 +1,17 @@
-"""Gradient matching (DC eq. 10), DC/DSA, DCC (Lee et al. 2022) and IDC (Kim et al. 2022)."""
+"""Gradient matching (DC eq. 10), DC/DSA, DCC/DSAC (Lee et al. 2022) and IDC (Kim et al. 2022)."""
 
+import copy
 import math
 
 import pytest
 import torch
 
+from proxynas.augment import DEFAULT_STRATEGY
 from proxynas.data.types import ImageData
 from proxynas.distill import DC, DCC, IDC
 from proxynas.distill.base import seeded_convnet
+from proxynas.distill.dc import DSAMatching
+from proxynas.distill.dcc import DSAC, dcc_loops
 from proxynas.distill.gradient_matching import (
     class_gradient,
     dc_loops,
@@ -15,7 +19,7 @@ from proxynas.distill.gradient_matching import (
     joint_gradient,
     layer_distance,
 )
-from proxynas.distill.idc import decode, encode, tile_spans
+from proxynas.distill.idc import decode, encode, tile_spans, to_normalised, to_pixels
 from proxynas.errors import DivergenceError
 
 CPU = torch.device("cpu")
@@ -109,12 +113,22 @@ def test_dc_lowers_its_matching_objective(init):
     assert len(history) == 20 and sum(history[-5:]) < sum(history[:5])
 
 
-def test_dsa_default_and_plain_dc_differ():
-    assert DC().dsa == "color_crop_cutout_flip_scale_rotate"
+def test_dc_starts_from_noise_by_default_and_dsa_from_real_images():
     data = tiny()
-    plain = DC(dsa="none", **DC_FAST).distill(data, 2, seed=0, device=CPU).data.x
-    dsa = DC(**DC_FAST).distill(data, 2, seed=0, device=CPU).data.x
-    assert not torch.equal(plain, dsa)
+    start = DC(**DC_FAST).initial_images(data, 2, torch.Generator().manual_seed(0), CPU)
+    assert torch.equal(start, torch.randn(start.shape, generator=torch.Generator().manual_seed(0)))
+    real = DSAMatching(**DC_FAST).initial_images(data, 2, torch.Generator().manual_seed(0), CPU)
+    for i, image in enumerate(real):
+        matches = (data.x == image).flatten(1).all(dim=1)
+        assert matches.any() and (data.y[matches] == i // 2).all()
+
+
+def test_dsa_is_dc_with_siamese_augmentation():
+    assert DC().dsa == "none" and DSAMatching().dsa == DEFAULT_STRATEGY
+    data = tiny()
+    plain = DC(**DC_FAST, init="real").distill(data, 2, seed=0, device=CPU)
+    dsa = DSAMatching(**DC_FAST).distill(data, 2, seed=0, device=CPU)
+    assert dsa.method == "dsa" and not torch.equal(plain.data.x, dsa.data.x)
 
 
 def test_dc_loops_follow_the_paper_table():
@@ -122,6 +136,25 @@ def test_dc_loops_follow_the_paper_table():
     assert dc_loops(2) == (2, 1) and dc_loops(100) == (50, 10)
     assert DC().steps_for(10) == 10 and DC().epochs_for(10) == 50
     assert DC(match_steps=3, net_epochs=4).steps_for(10) == 3 and DC(net_epochs=4).epochs_for(10) == 4
+    # DCC's released table differs from DC's only at ipc 1
+    assert dcc_loops(1) == (10, 5) and all(dcc_loops(i) == dc_loops(i) for i in (2, 10, 20, 50, 100))
+    assert (DCC().steps_for(1), DCC().epochs_for(1)) == (10, 5)
+
+
+@pytest.mark.parametrize("cls", [DC, DSAMatching, DCC, DSAC])
+def test_presets_run_the_loops_the_defaults_choose_at_their_ipc(cls):
+    # a preset spells out the loop counts; they must be the ones the method's own table gives for that ipc
+    for ipc in (1, 10, 50):
+        paper, default = cls.paper("cifar10", ipc), cls()
+        assert (paper.steps_for(ipc), paper.epochs_for(ipc)) == (default.steps_for(ipc), default.epochs_for(ipc))
+        assert (paper.init, paper.dsa) == (default.init, default.dsa)
+
+
+@pytest.mark.parametrize("cls", [DC, DSAMatching, DCC, DSAC, IDC])
+def test_a_method_that_matches_with_augmentation_is_evaluated_with_it(cls):
+    augments = cls().dsa != "none"
+    assert (cls.paper_protocol.augment != "none") == augments
+    assert cls.paper_protocol.epochs == (1000 if augments else 300)
 
 
 # ---------------------------------------------------------------------- DCC
@@ -150,11 +183,36 @@ def test_dcc_matches_the_class_averaged_gradient_and_differs_from_dc():
 
 def test_dcc_summary_differs_from_dc_with_same_seed():
     data = tiny()
-    a = DC(dsa="none", **DC_FAST).distill(data, 2, seed=0, device=CPU)
-    b = DCC(dsa="none", **DC_FAST).distill(data, 2, seed=0, device=CPU)
+    a = DC(init="real", **DC_FAST).distill(data, 2, seed=0, device=CPU)
+    b = DCC(outer_warmup=0, **DC_FAST).distill(data, 2, seed=0, device=CPU)
     assert b.method == "dcc"
     assert not torch.equal(a.data.x, b.data.x)
     assert sum(b.history[-5:]) < sum(b.history[:5])
+
+
+def test_dcc_warm_up_minimises_dc_loss_on_the_first_steps_of_the_first_iterations():
+    data = tiny()
+    net = seeded_convnet(data, 0, CPU, width=32, depth=2).requires_grad_(True)
+    real = [data.of_class(k) for k in range(3)]
+    syn = [data.of_class(k)[:2].flip(-1) for k in range(3)]
+    dcc = DCC(outer_warmup=2, inner_warmup=3)
+    dc_loss = float(DC().matching_loss(net, real, syn).detach())
+    dcc_loss = float(dcc.matching_loss(net, real, syn).detach())
+    assert dc_loss != pytest.approx(dcc_loss)
+    # (iteration 1-based, matching step 0-based): DC's loss while both are inside the warm-up
+    for iteration, step, expected in [(1, 0, dc_loss), (2, 2, dc_loss), (2, 3, dcc_loss), (3, 0, dcc_loss)]:
+        got = float(dcc.step_loss(net, real, syn, iteration=iteration, step=step).detach())
+        assert got == pytest.approx(expected, rel=1e-5), (iteration, step)
+
+
+def test_a_dcc_run_inside_its_warm_up_is_dc_and_without_it_is_not():
+    data = tiny()
+    settings = {**DC_FAST, "iterations": 4, "init": "real"}
+    dc = DC(**settings).distill(data, 2, seed=0, device=CPU)
+    warm = DCC(**settings, outer_warmup=4, inner_warmup=settings["match_steps"]).distill(data, 2, seed=0, device=CPU)
+    assert torch.equal(warm.data.x, dc.data.x) and warm.history == dc.history
+    cold = DCC(**settings, outer_warmup=0).distill(data, 2, seed=0, device=CPU)
+    assert not torch.equal(cold.data.x, dc.data.x)
 
 
 # ---------------------------------------------------------------------- IDC
@@ -178,12 +236,14 @@ def test_factor_one_is_plain_storage():
     assert torch.equal(encode(x, 1), x)
     data = tiny()
     idc = IDC(factor=1, **IDC_FAST)
-    assert idc.stored_per_class(3) == 3
+    assert idc.images_per_class(3) == 3
     stored = idc.initial_images(data, 3, torch.Generator().manual_seed(0), CPU)
-    assert torch.equal(idc.decode(stored, 3, 3), stored)
-    for i, image in enumerate(stored):  # real init stores real images of the right class, unchanged
-        matches = (data.x == image).flatten(1).all(dim=1)
+    images = idc.decode(stored, data, 3)
+    assert torch.allclose(images, to_normalised(stored, data))
+    for i, image in enumerate(images):  # real init stores real images of the right class, as raw pixels
+        matches = torch.isclose(data.x, image, atol=1e-5).flatten(1).all(dim=1)
         assert matches.any() and (data.y[matches] == i // 3).all()
+    assert idc.stored_numbers(stored, 3) is None  # IDC-I stores its images
 
 
 def test_encode_then_decode_gives_blurred_originals_in_order():
@@ -196,23 +256,68 @@ def test_encode_then_decode_gives_blurred_originals_in_order():
     assert all(e < o for e, o in zip(errors, others))
 
 
-def test_idc_stores_fewer_images_and_returns_ipc_decoded_ones():
-    data, ipc = tiny(), 5
+def test_idc_ipc_is_the_storage_budget():
+    data, ipc = tiny(), 2
     idc = IDC(factor=2, **IDC_FAST)
-    assert idc.stored_per_class(ipc) == 2  # ceil(5 / 4)
+    assert idc.images_per_class(ipc) == 8
     stored = idc.initial_images(data, ipc, torch.Generator().manual_seed(0), CPU)
-    assert stored.shape == (3 * 2, 1, 8, 8)
-    decoded = idc.decode(stored.requires_grad_(True), 3, ipc)
-    assert decoded.shape == (3 * ipc, 1, 8, 8)
+    assert stored.shape == (3 * ipc, 1, 8, 8)
+    decoded = idc.decode(stored.requires_grad_(True), data, ipc)
+    assert decoded.shape == (3 * 8, 1, 8, 8)
     decoded.sum().backward()  # the decoder is differentiable: gradients reach the stored pixels
     assert stored.grad is not None and stored.grad.abs().sum() > 0
 
     summary = idc.distill(data, ipc, seed=0, device=CPU)
-    assert summary.data.x.shape == (3 * ipc, 1, 8, 8)
-    assert torch.equal(summary.data.y, torch.arange(3).repeat_interleave(ipc))
+    assert summary.data.x.shape == (3 * 8, 1, 8, 8)
+    assert torch.equal(summary.data.y, torch.arange(3).repeat_interleave(8))
+    assert summary.stored_numbers == summary.storage == 3 * ipc * 8 * 8 == summary.data.x.numel() // 4
     lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25  # pixels stay in [0, 1] before normalisation
     assert summary.data.x.min() >= lo - 1e-6 and summary.data.x.max() <= hi + 1e-6
     assert sum(summary.history[-5:]) < sum(summary.history[:5])
+
+
+def pixel_data(per_class=20, seed=0) -> ImageData:
+    """3 classes of 1x8x8 images whose raw pixels lie in [0.1, 0.9], normalised with mean 0.5, std 0.25."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 0.2 + 0.6 * torch.rand(3, 1, 8, 8, generator=g)
+    y = torch.arange(3).repeat_interleave(per_class)
+    pixels = (centres[y] + 0.05 * torch.randn(len(y), 1, 8, 8, generator=g)).clamp(0.1, 0.9)
+    return ImageData((pixels - 0.5) / 0.25, y, ("a", "b", "c"), (0.5,), (0.25,))
+
+
+def test_idc_update_equals_a_raw_pixel_step():
+    # One matching step of one network: the stored tensor moves by -lr * dL/d(raw pixels), with
+    # lr = lr_img * ipc / 10, and the summary is that tensor decoded and normalised.
+    data, ipc = pixel_data(), 2
+    seen = {}
+
+    class Spy(IDC):
+        def step_loss(self, net, real, syn, *, iteration, step):
+            seen["net"], seen["real"] = copy.deepcopy(net), [r.clone() for r in real]
+            return super().step_loss(net, real, syn, iteration=iteration, step=step)
+
+    settings = {"iterations": 1, "match_steps": 1, "dsa": "none", "width": 16, "depth": 2, "batch_real": 20}
+    summary = Spy(**settings).distill(data, ipc, seed=0, device=CPU)
+    idc = IDC(**settings)
+    start = idc.initial_images(data, ipc, torch.Generator().manual_seed(0), CPU)  # the run's first draw
+    assert start.min() >= 0 and start.max() <= 1  # raw pixels, untouched by the clamp
+    pixels = start.clone().requires_grad_(True)
+    syn = idc.decode(pixels, data, ipc).split(idc.images_per_class(ipc))
+    (grad,) = torch.autograd.grad(idc.matching_loss(seen["net"], seen["real"], list(syn)), [pixels])
+    lr = idc.lr_img * ipc / 10
+    assert idc.image_lr(ipc) == pytest.approx(lr)
+    raw_step = (start - lr * grad).clamp(0, 1)
+    assert (raw_step - start).abs().max() > 1e-3, "the step must be visible for the test to mean anything"
+    assert torch.allclose(summary.data.x, idc.decode(raw_step, data, ipc), atol=1e-6)
+    # the same lr on normalised pixels moves them std**2 = 1/16 as far: not what IDC does
+    normalised_step = to_pixels(to_normalised(start, data) - lr * grad * 0.25, data).clamp(0, 1)
+    assert not torch.allclose(summary.data.x, idc.decode(normalised_step, data, ipc), atol=1e-4)
+
+
+def test_idc_paper_image_step_scales_with_the_storage_budget():
+    # released tune_lr_img: lr_img 5e-3 at 10 stored images per class, proportional to ipc
+    steps = {ipc: IDC.paper("cifar10", ipc).image_lr(ipc) for ipc in (1, 10, 50)}
+    assert steps == pytest.approx({1: 5e-4, 10: 5e-3, 50: 2.5e-2})
 
 
 def test_idc_pretrains_the_matched_network_on_real_data():
@@ -269,6 +374,8 @@ def test_history_progress_and_global_rng_untouched():
         (IDC, {"factor": 0}, "factor must be an integer > 0"),
         (IDC, {"pretrain_epochs": -1}, "pretrain_epochs must be an integer >= 0"),
         (IDC, {"net_steps": 0}, "net_steps must be an integer > 0"),
+        (DCC, {"outer_warmup": -1}, "outer_warmup must be an integer >= 0"),
+        (DSAC, {"inner_warmup": 1.5}, "inner_warmup must be an integer >= 0"),
     ],
 )
 def test_bad_settings_rejected(cls, kwargs, match):
