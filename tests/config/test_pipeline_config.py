@@ -160,3 +160,13 @@ def test_pipelines_score_proxies_on_val_train_with_dsa_and_a_trained_reference_o
     assert config.proxy.eval_split == "val" and config.proxy.augment == "dsa"
     for baseline in config.baselines.values():
         assert not isinstance(baseline, TrainProxy) or baseline.eval_split == "val"
+
+
+def test_a_distiller_preset_fills_the_papers_settings_and_explicit_keys_win():
+    from proxynas.distill import DM
+
+    preset = DM.presets["cifar10-ipc10"]
+    config = load_config(PIPELINES[0].parent / "quickstart.yaml",
+                         ["distill.methods={dm: {preset: cifar10-ipc10, width: 64}}"])
+    dm = config.distill.methods["dm"]
+    assert dm == DM(**{**preset, "width": 64}) and dm == DM.paper("cifar10", 10, width=64)
