@@ -119,6 +119,28 @@ class DM(Distiller):
         """The siamese augmentation A(., omega) of eq. 4 (Zhao & Bilen 2021 DSA)."""
         return DSA(strategy=self.dsa)
 
+    def iteration_loss(
+        self,
+        embed: Callable[[torch.Tensor], torch.Tensor],
+        real_x: torch.Tensor,
+        indices: Sequence[torch.Tensor],
+        syn: torch.Tensor,
+        per_class: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """:meth:`objective` on one iteration's batches: per class, up to ``batch_real`` real images
+        (indices into ``real_x``, on its device) and the class's ``per_class`` rows of ``syn``, both
+        augmented with one DSA draw (siamese); every draw comes from ``generator``, class by class.
+        """
+        augment = self.augment
+        real, fake = [], []
+        for k, idx in enumerate(indices):
+            pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
+            aug_seed = draw_seed(generator)
+            real.append(augment(real_x[idx[pick.to(idx.device)]], aug_seed))
+            fake.append(augment(syn[k * per_class : (k + 1) * per_class], aug_seed))
+        return self.objective(embed, real, fake)
+
     def objective(
         self,
         embed: Callable[[torch.Tensor], torch.Tensor],
@@ -181,7 +203,6 @@ class DM(Distiller):
         optimizer = torch.optim.SGD([syn], lr=self.lr_img, momentum=self.momentum)
         real_x = train.x.to(device, torch.float32)
         indices = [idx.to(device) for idx in class_indices(train)]
-        augment = self.augment
         history: list[float] = []
         drawn_from = space if self.networks == "space" else None
         loop = Loop(self.name, tensors={"syn": syn}, optimizers=[optimizer], generators=[generator],
@@ -191,13 +212,7 @@ class DM(Distiller):
             net_seed = draw_seed(generator)
             # space=None draws the paper's ConvNet (seeded_convnet), exactly as before the setting existed
             net = draw_network(train, net_seed, device, space=drawn_from, width=self.width, depth=self.depth)
-            real, fake = [], []
-            for k, idx in enumerate(indices):
-                pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
-                aug_seed = draw_seed(generator)
-                real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
-                fake.append(augment(syn[k * ipc : (k + 1) * ipc], aug_seed))
-            loss = self.objective(net.embed, real, fake)
+            loss = self.iteration_loss(net.embed, real_x, indices, syn, ipc, generator)
             descend(optimizer, loss, history, method=self.name, iteration=it, iterations=self.iterations,
                     setting=SETTING, progress=progress, log_every=self.log_every)
 

@@ -202,7 +202,7 @@ class KFS(FactorizedDistiller):
     @property
     def matching(self) -> DM:
         """DM with this method's embedders and augmentation: its eq. 4 is the objective."""
-        return DM(width=self.width, depth=self.depth, dsa=self.dsa)
+        return DM(width=self.width, depth=self.depth, dsa=self.dsa, batch_real=self.batch_real)
 
     def distill(
         self,
@@ -229,7 +229,6 @@ class KFS(FactorizedDistiller):
         factors = factors.to(device)
         optimizer = torch.optim.Adam(factors.parameters(), lr=self.lr)
         matching = self.matching
-        augment = matching.augment
         real_x = train.x.to(device, torch.float32)
         indices = [idx.to(device) for idx in class_indices(train)]
         per_class = factors.per_class
@@ -239,14 +238,7 @@ class KFS(FactorizedDistiller):
 
         for it in loop.range(self.iterations, checkpoint):
             net = seeded_convnet(train, draw_seed(generator), device, width=self.width, depth=self.depth)
-            images = factors.expand()
-            real, fake = [], []
-            for k, idx in enumerate(indices):
-                pick = torch.randperm(len(idx), generator=generator)[: self.batch_real]
-                aug_seed = draw_seed(generator)
-                real.append(augment(real_x[idx[pick.to(device)]], aug_seed))
-                fake.append(augment(images[k * per_class : (k + 1) * per_class], aug_seed))
-            loss = matching.objective(net.embed, real, fake)
+            loss = matching.iteration_loss(net.embed, real_x, indices, factors.expand(), per_class, generator)
             descend(optimizer, loss, history, method=self.name, iteration=it, iterations=self.iterations,
                     setting=SETTING, progress=progress, log_every=self.log_every)
 
