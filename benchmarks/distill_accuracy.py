@@ -81,7 +81,7 @@ PUBLISHED: dict[str, tuple[tuple[float, float, float] | None, str]] = {
 # so no row of the method is comparable with its published number whatever the settings.
 KNOWN_GAPS: dict[str, str] = {
     "kip": "KIP's number is kernel regression with a ConvNet kernel; ours is the FC NTK, evaluated by a network",
-    "dd": "DD's evaluation replays its learned steps (DD.replay); this trains a ConvNet",
+    "dd": "DD's evaluation replays its learned steps on AlexCifarNet; this replays them on ConvNet-3",
     "frepo": "FRePo's evaluation network (no normalisation) and warm-up/cosine schedule are not run here",
     "rfad": "RFAD's evaluation network (width 1024, no normalisation, full-batch, early stopping) is not run here",
     "kfs": "KFS's decoder and objective are choices (the preprint's details were not available offline)",
@@ -230,6 +230,17 @@ def evaluate(summary: Summary, test: ImageData, protocol: EvaluationProtocol, *,
             return F.mse_loss(out, F.one_hot(y[idx], data.num_classes).float())
         return F.cross_entropy(out, y[idx])
 
+    schedule = summary.learned_schedule if protocol.learned_lr else None
+    if schedule is not None:  # DD's evaluation: replay the learned steps in order, plain SGD at each step's rate
+        batches = [b.to(device) for b in schedule.batch_indices(data.num_classes, len(x) // data.num_classes)]
+        params = list(net.parameters())
+        for t, step_lr in enumerate(schedule.step_sizes):
+            idx = batches[t % len(batches)]
+            grads = torch.autograd.grad(loss_of(net(x[idx]), idx), params)
+            with torch.no_grad():
+                for param, grad in zip(params, grads):
+                    param.sub_(step_lr * grad)
+        return accuracy(net, test, device=device)
     for epoch in range(protocol.epochs):
         if epoch == protocol.epochs // 2:
             for group in opt.param_groups:

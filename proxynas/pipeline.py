@@ -133,6 +133,8 @@ def distill(
         saved["soft_labels"] = summary.soft_labels
     if summary.learned_lr is not None:
         saved["learned_lr"] = torch.tensor(summary.learned_lr)
+    if summary.learned_schedule is not None:
+        saved["learned_step_sizes"] = torch.tensor(summary.learned_schedule.step_sizes)
     tensors = Tensors(f"summary_{row}", saved)
     return {
         f"summary_{row}": summary,
@@ -196,6 +198,7 @@ def evaluate(
         soft_labels=summary.soft_labels if summary is not None else None,
         label_loss=summary.label_loss if summary is not None else "ce",
         learned_lr=summary.learned_lr if summary is not None else None,
+        learned_schedule=summary.learned_schedule if summary is not None else None,
         teacher=teacher.model if teacher is not None else None,
         temperature=float(params.get("temperature", 4.0)),
     )

@@ -19,6 +19,7 @@ from torch import nn
 
 from proxynas.augment import DSA
 from proxynas.data.types import ImageData
+from proxynas.distill.base import StepSchedule
 from proxynas.errors import DivergenceError
 from proxynas.fields import Checked, checked
 from proxynas.models.fused import per_network_cross_entropy
@@ -37,7 +38,11 @@ class TrainSettings(Checked):
 
     ``lr_from_summary``: train with the step size a distiller learned with
     its summary (MTT/TESLA's alpha, ``Summary.learned_lr``) instead of
-    ``lr`` when the summary carries one.
+    ``lr`` when the summary carries one; a summary with a learned per-step
+    schedule (DD's, ``Summary.learned_schedule``) is replayed instead: its
+    step batches in order, one plain SGD step each (no momentum, weight
+    decay, augmentation or cosine) at its learned rate, for exactly its
+    number of steps, which then is the budget.
 
     ``curve_every``: measure validation loss/accuracy every that many epochs
     while training (0 = only after the last epoch, which is always measured).
@@ -146,6 +151,7 @@ def fit(
     soft_labels: torch.Tensor | None = None,
     label_loss: str = "ce",
     learned_lr: float | None = None,
+    learned_schedule: StepSchedule | None = None,
     eval_data: ImageData | None = None,
     teacher: nn.Module | None = None,
     temperature: float = 4.0,
@@ -188,6 +194,7 @@ def fit(
     curves = _train(
         losses, model.parameters(), [label], data, settings, device=device, seed=seed,
         setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
+        learned_schedule=learned_schedule,
         measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
     )
     return Fitted(model, curves[0])
@@ -206,6 +213,7 @@ def fit_fused(
     soft_labels: torch.Tensor | None = None,
     label_loss: str = "ce",
     learned_lr: float | None = None,
+    learned_schedule: StepSchedule | None = None,
     eval_data: ImageData | None = None,
     teacher: nn.Module | None = None,
     temperature: float = 4.0,
@@ -247,6 +255,7 @@ def fit_fused(
     curves = _train(
         losses, fused.parameters(), list(labels), data, settings, device=device, seed=seed,
         setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
+        learned_schedule=learned_schedule,
         measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
     )
     return curves
@@ -281,6 +290,7 @@ def _train(
     soft_labels: torch.Tensor | None,
     learned_lr: float | None,
     measure,
+    learned_schedule: StepSchedule | None = None,
     teacher: nn.Module | None,
     check_every: int,
 ) -> list[tuple[EpochRecord, ...]]:
@@ -299,32 +309,43 @@ def _train(
     )
     if teacher is not None:
         teacher = teacher.to(device).eval()
-    use_learned = settings.lr_from_summary and learned_lr is not None
+    replay = settings.lr_from_summary and learned_schedule is not None
+    use_learned = settings.lr_from_summary and learned_lr is not None and not replay
     lr = float(learned_lr) if use_learned else settings.lr
     fix = (
         f"the summary's learned lr {lr:g} diverges; set {setting_prefix}.lr_from_summary: false"
-        if use_learned
+        if use_learned or replay
         else f"lower {setting_prefix}.lr (now {settings.lr})"
     )
     n = len(x_all)
-    batch = min(settings.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch)
-    total = settings.steps if settings.steps is not None else settings.epochs * steps_per_epoch
+    if replay:
+        # DD's evaluation (released train_steps_inplace): the step batches in order, each at its learned rate
+        per_class = n // data.num_classes
+        step_batches = [idx.to(device) for idx in learned_schedule.batch_indices(data.num_classes, per_class)]
+        step_sizes = learned_schedule.step_sizes
+        steps_per_epoch, total = len(step_batches), len(step_sizes)
+        momentum, weight_decay, nesterov, lr = 0.0, 0.0, False, step_sizes[0]
+    else:
+        batch = min(settings.batch_size, n)
+        steps_per_epoch = math.ceil(n / batch)
+        total = settings.steps if settings.steps is not None else settings.epochs * steps_per_epoch
+        momentum, weight_decay = settings.momentum, settings.weight_decay
+        nesterov = settings.nesterov and settings.momentum > 0
     epochs = math.ceil(total / steps_per_epoch)
     opt = torch.optim.SGD(
         parameters,
         lr=lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-        nesterov=settings.nesterov and settings.momentum > 0,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
         foreach=True,  # torch only defaults to foreach on CUDA; on CPU it is ~2x faster for small nets
     )
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        if settings.schedule == "cosine"
+        if settings.schedule == "cosine" and not replay
         else None
     )
-    augment = _augmenter(settings.augment)
+    augment = _augmenter("none" if replay else settings.augment)
     gen = torch.Generator().manual_seed(seed)
     use_amp = settings.amp and device.type == "cuda"
     bad_epoch = torch.full((count,), -1, dtype=torch.long, device=device)
@@ -357,7 +378,12 @@ def _train(
         loss_sum = torch.zeros(count, device=device)
         taken = min(steps_per_epoch, total - step)
         for i in range(taken):
-            idx = order[i * batch : (i + 1) * batch]
+            if replay:
+                idx = step_batches[i]
+                for group in opt.param_groups:
+                    group["lr"] = step_sizes[step]
+            else:
+                idx = order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx], seed * 1_000_003 + step)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if teacher is None:

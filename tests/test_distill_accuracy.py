@@ -97,3 +97,15 @@ def test_the_benchmark_prints_a_table_with_storage_and_comparability(bench, caps
     assert cells[1] == "2" and cells[2] == "2"  # ipc and images per class
     assert int(cells[3].replace(",", "")) == 2 * 10 * 64  # stored numbers: 2 images x 10 digits x 1x8x8
     assert cells[9].startswith("no (digits")
+
+
+def test_a_learned_schedule_is_replayed_when_the_protocol_uses_learned_rates(bench, data):
+    from proxynas.distill.base import StepSchedule
+
+    cpu = torch.device("cpu")
+    untrained = bench.evaluate(Summary(data=data, method="x"), data, replace(QUICK, epochs=0), seed=0, device=cpu)
+    frozen = Summary(data=data, method="dd", learned_schedule=StepSchedule((1e-30,) * 16, 2))
+    assert bench.evaluate(frozen, data, replace(QUICK, learned_lr=True), seed=0, device=cpu) == untrained
+    moving = Summary(data=data, method="dd", learned_schedule=StepSchedule((0.01,) * 16, 2))
+    trained = bench.evaluate(moving, data, replace(QUICK, learned_lr=True), seed=0, device=cpu)
+    assert trained != untrained  # 16 real steps changed the network

@@ -28,6 +28,37 @@ LABEL_LOSSES = ("ce", "mse")
 
 
 @dataclass(frozen=True)
+class StepSchedule:
+    """A per-step learning-rate schedule learned with a summary (DD's step sizes, Wang et al. 2018, Alg. 1).
+
+    Step ``t`` trains on step batch ``t mod S`` -- images ``s*m .. s*m+m-1``
+    of every class of the summary (classes in order), ``m`` =
+    ``images_per_step``, ``S = ipc / m`` -- by one plain SGD step at
+    ``step_sizes[t]``; a network replays all ``len(step_sizes)`` steps. A
+    training proxy with ``lr_from_summary`` replays it (:func:`proxynas.training.fit`).
+    """
+
+    step_sizes: tuple[float, ...]
+    images_per_step: int
+
+    def __post_init__(self) -> None:
+        if not self.step_sizes or not all(math.isfinite(v) for v in self.step_sizes):
+            raise ValueError(f"step_sizes must be a non-empty tuple of finite numbers, got {self.step_sizes!r}")
+        if isinstance(self.images_per_step, bool) or not isinstance(self.images_per_step, int) or self.images_per_step <= 0:
+            raise ValueError(f"images_per_step must be an integer > 0, got {self.images_per_step!r}")
+
+    def batch_indices(self, num_classes: int, per_class: int) -> list[torch.Tensor]:
+        """The ``S`` step batches as indices into a summary of ``num_classes`` x ``per_class`` images (classes in order)."""
+        if per_class % self.images_per_step:
+            raise ValueError(f"images_per_step {self.images_per_step} does not divide {per_class} images per class")
+        m = self.images_per_step
+        return [
+            torch.cat([torch.arange(k * per_class + s, k * per_class + s + m) for k in range(num_classes)])
+            for s in range(0, per_class, m)
+        ]
+
+
+@dataclass(frozen=True)
 class Summary:
     """A distilled set: ``ipc`` images per class, classes in order, on the CPU.
 
@@ -44,6 +75,10 @@ class Summary:
     ``learned_lr`` is a step size the distiller learned with the images
     (MTT/TESLA's alpha); a proxy with ``lr_from_summary`` trains with it.
 
+    ``learned_schedule`` is a per-step schedule learned with the images (DD's
+    step sizes, :class:`StepSchedule`); a proxy with ``lr_from_summary``
+    replays it.
+
     ``stored_numbers`` is what a factorised summary (IDC, LinBa, HaBa, KFS)
     actually stores -- its bases, codes, decoders -- while ``data`` holds the
     images it expands to, so proxies train on it unchanged; ``None`` for a
@@ -58,6 +93,7 @@ class Summary:
     label_loss: str = "ce"
     learned_lr: float | None = None
     stored_numbers: int | None = None
+    learned_schedule: StepSchedule | None = None
 
     def __post_init__(self) -> None:
         if self.label_loss not in LABEL_LOSSES:
@@ -69,6 +105,13 @@ class Summary:
             n, k = len(self.data), self.data.num_classes
             if tuple(labels.shape) != (n, k):
                 raise ValueError(f"soft_labels must be [{n}, {k}], got shape {tuple(labels.shape)}")
+        if self.learned_schedule is not None:
+            per_class, rest = divmod(len(self.data), max(self.data.num_classes, 1))
+            if rest or per_class % self.learned_schedule.images_per_step:
+                raise ValueError(
+                    f"learned_schedule's images_per_step {self.learned_schedule.images_per_step} must divide the"
+                    f" summary's {len(self.data)} images into equal class shares"
+                )
         if self.stored_numbers is not None and (
             isinstance(self.stored_numbers, bool) or not isinstance(self.stored_numbers, int) or self.stored_numbers <= 0
         ):
@@ -84,7 +127,8 @@ class Summary:
         if self.stored_numbers is not None:
             return self.stored_numbers
         labels = 0 if self.soft_labels is None else self.soft_labels.numel()
-        return self.data.x.numel() + labels
+        steps = 0 if self.learned_schedule is None else len(self.learned_schedule.step_sizes)
+        return self.data.x.numel() + labels + steps
 
 
 #: how a paper's evaluation network learns from a summary's labels

@@ -26,7 +26,7 @@ exactly those ``T`` plain-SGD steps (:meth:`DD.replay`, the released code's
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar, Sequence
 
 import torch
@@ -40,6 +40,7 @@ from proxynas.distill.base import (
     INITS,
     Distiller,
     EvaluationProtocol,
+    StepSchedule,
     Summary,
     check_finite,
     check_ipc,
@@ -169,9 +170,10 @@ class DD(Distiller):
     paper) keeps only the last ``truncate`` steps on the graph.
 
     :meth:`optimise` returns the learned step sizes with the images;
-    :meth:`distill`'s summary holds only the images (``Summary.learned_lr``
-    stays None): one step size cannot stand for a per-step schedule that is
-    only meaningful replayed step by step (:meth:`replay`).
+    :meth:`distill`'s summary carries them as ``Summary.learned_schedule``
+    (one step size cannot stand for a per-step schedule, so
+    ``Summary.learned_lr`` stays None): a training proxy with
+    ``lr_from_summary`` replays them as :meth:`replay` does.
 
     ``Summary.history`` is the real-data loss of every iteration. A
     checkpoint holds the images, the raw step sizes, Adam's state, the
@@ -179,7 +181,8 @@ class DD(Distiller):
     """
 
     name: ClassVar[str] = "dd"
-    version: ClassVar[str] = "2"
+    #: 3: the summary carries the learned step sizes (``learned_schedule``)
+    version: ClassVar[str] = "3"
     iterative: ClassVar[bool] = True
     presets: ClassVar = {
         # README "Cifar10": AlexCifarNet, --distill_lr 0.001 (DD paper, random init: 36.8 +- 1.2 %)
@@ -196,11 +199,12 @@ class DD(Distiller):
         augment="none",
         labels="hard",
         loss="ce",
+        learned_lr=True,
         source=(
             "Wang et al. 2018, released code basics.train_steps_inplace/evaluate_steps: AlexCifarNet replays "
             "the learned schedule (10 step batches of one image per class x 3 epochs, plain SGD at each step's "
-            "learned rate, in order); approximated here by 3 epochs of batch-10 SGD at the initial rate 0.001 "
-            "because a protocol cannot replay per-step rates (DD.replay does)"
+            "learned rate, in order): learned_lr replays Summary.learned_schedule (DD.replay, and a proxy's "
+            "lr_from_summary); epochs/lr/batch here are only what a summary without a schedule would get"
         ),
     )
 
@@ -352,8 +356,9 @@ class DD(Distiller):
         progress: Progress = null_progress,
         checkpoint: Checkpoint | None = None,
     ) -> Summary:
-        """The images of :meth:`optimise`, classes in order (its per-step rates are not in the summary)."""
-        syn, _, history = self.optimise(
+        """The images of :meth:`optimise`, classes in order, with its per-step rates as ``learned_schedule``."""
+        syn, step_sizes, history = self.optimise(
             train, ipc, seed=seed, device=device, progress=progress, checkpoint=checkpoint
         )
-        return finish_summary(train, syn, ipc, self.name, history)
+        schedule = StepSchedule(tuple(float(v) for v in step_sizes.cpu().tolist()), self.images_per_step)
+        return replace(finish_summary(train, syn, ipc, self.name, history), learned_schedule=schedule)

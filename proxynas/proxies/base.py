@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 
 from proxynas.data.types import DatasetSplits, ImageData
+from proxynas.distill.base import StepSchedule
 from proxynas.fields import Checked
 from proxynas.progress import Progress, null_progress
 from proxynas.registry import Registry
@@ -42,6 +43,8 @@ class ProxyContext:
     label_loss: str = "ce"
     #: the step size a distiller learned with the summary (see ``Summary.learned_lr``)
     learned_lr: float | None = None
+    #: a per-step schedule a distiller learned with the summary (see ``Summary.learned_schedule``)
+    learned_schedule: StepSchedule | None = None
     #: a network whose softened outputs on every augmented batch a training proxy learns
     #: (label distillation, :mod:`proxynas.teacher`), at KD ``temperature``
     teacher: torch.nn.Module | None = None

@@ -218,6 +218,7 @@ class TrainProxy(TrainSettings, Proxy):
             "soft_labels": ctx.soft_labels,
             "label_loss": ctx.label_loss,
             "learned_lr": ctx.learned_lr,
+            "learned_schedule": ctx.learned_schedule,
             "eval_data": self.eval_data(ctx),
             "teacher": ctx.teacher,
             "temperature": ctx.temperature,

@@ -177,7 +177,8 @@ class DistillerContract:
         assert isinstance(summary.storage, int) and summary.storage > 0
         if summary.stored_numbers is None:
             labels = 0 if summary.soft_labels is None else summary.soft_labels.numel()
-            assert summary.storage == summary.data.x.numel() + labels
+            steps = 0 if summary.learned_schedule is None else len(summary.learned_schedule.step_sizes)
+            assert summary.storage == summary.data.x.numel() + labels + steps
         if method.images_per_class(self.ipc) != self.ipc:
             assert summary.stored_numbers is not None, "a factorised summary must report what it stores"
 

@@ -534,3 +534,34 @@ def test_soft_labels_checks_label_shape():
 def test_bad_settings_rejected(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(**kwargs)
+
+
+def test_dd_summary_carries_its_schedule_and_a_proxy_replays_it_as_the_paper_evaluates():
+    """``lr_from_summary`` trains a network exactly as :meth:`DD.replay` (the paper's evaluation) does."""
+    import copy
+
+    from proxynas.training import TrainSettings, fit
+
+    data, ipc = tiny(), 2
+    dd = make("dd", iterations=5)
+    summary = dd.distill(data, ipc, seed=0, device=CPU)
+    syn, steps, _ = dd.optimise(data, ipc, seed=0, device=CPU)
+    assert summary.learned_schedule.step_sizes == tuple(steps.tolist())
+    assert summary.learned_schedule.images_per_step == dd.images_per_step and summary.learned_lr is None
+    assert len(steps) == dd.check_steps(ipc)
+
+    net = dd.learner(data, 123, CPU)
+    replayed = dd.replay(net, syn, ipc, steps)
+    # momentum, weight decay, augmentation and the cosine schedule of these settings are all overridden
+    settings = TrainSettings(epochs=7, lr=0.5, lr_from_summary=True, augment="flip", amp=False)
+    fitted = fit(copy.deepcopy(net).requires_grad_(True), summary.data, settings, device=CPU, seed=0,
+                 learned_schedule=summary.learned_schedule).model
+    for (name, ours), theirs in zip(fitted.state_dict().items(), replayed.state_dict().values()):
+        assert torch.allclose(ours, theirs, atol=1e-6), name
+    assert len(fit(copy.deepcopy(net).requires_grad_(True), summary.data, settings, device=CPU, seed=0,
+                   learned_schedule=summary.learned_schedule).curve) == dd.distill_epochs
+
+    plain = fit(copy.deepcopy(net).requires_grad_(True), summary.data,
+                TrainSettings(epochs=1, lr=0.5, amp=False), device=CPU, seed=0,
+                learned_schedule=summary.learned_schedule).model  # lr_from_summary off: ordinary training
+    assert not torch.allclose(plain.state_dict()["classifier.weight"], replayed.state_dict()["classifier.weight"])

@@ -20,3 +20,19 @@ def test_a_learned_lr_is_optional_and_kept():
 def test_a_learned_lr_must_be_a_finite_positive_number(bad):
     with pytest.raises(ValueError, match="learned_lr must be a finite number > 0"):
         Summary(DATA, "x", learned_lr=bad)
+
+
+def test_a_learned_schedule_names_its_step_batches_and_counts_in_the_storage():
+    from proxynas.distill.base import StepSchedule
+
+    schedule = StepSchedule((0.1, 0.2, 0.3), images_per_step=2)
+    batches = schedule.batch_indices(num_classes=3, per_class=4)
+    assert [b.tolist() for b in batches] == [[0, 1, 4, 5, 8, 9], [2, 3, 6, 7, 10, 11]]
+    data = ImageData(torch.zeros(4, 1, 2, 2), torch.tensor([0, 0, 1, 1]), ("a", "b"), (0.0,), (1.0,))
+    summary = Summary(data, "dd", learned_schedule=schedule)
+    assert summary.storage == 16 + 3  # the images and the step sizes
+    with pytest.raises(ValueError, match="images_per_step 2 must divide"):
+        Summary(DATA, "dd", learned_schedule=schedule)  # one image per class cannot make batches of 2
+    for bad in [(), (0.1, math.nan)]:
+        with pytest.raises(ValueError, match="step_sizes must be a non-empty tuple of finite numbers"):
+            StepSchedule(bad, 1)
