@@ -196,8 +196,8 @@ def evaluate(summary: Summary, test: ImageData, protocol: EvaluationProtocol, *,
 
     Returns the test accuracy in %. ``protocol`` is a method's
     :attr:`~proxynas.distill.Distiller.paper_protocol` (or DC's for all):
-    SGD with momentum or Adam, the learning rate scaled by ``lr_decay`` half
-    way, DSA (one draw per image) and optionally CutMix, hard labels or the
+    SGD with momentum or Adam, the learning rate scaled by ``lr_decay`` at
+    each of ``lr_decay_at``, DSA (one draw per image) and optionally CutMix, hard labels or the
     summary's learned ones (their ``label_loss`` then says how they are
     learned), cross-entropy or MSE onto one-hot labels, and the summary's
     learned step size when ``learned_lr``.
@@ -241,8 +241,9 @@ def evaluate(summary: Summary, test: ImageData, protocol: EvaluationProtocol, *,
                 for param, grad in zip(params, grads):
                     param.sub_(step_lr * grad)
         return accuracy(net, test, device=device)
+    decay_epochs = protocol.decay_epochs()
     for epoch in range(protocol.epochs):
-        if epoch == protocol.epochs // 2:
+        for _ in range(decay_epochs.count(epoch)):
             for group in opt.param_groups:
                 group["lr"] *= protocol.lr_decay
         for idx in torch.randperm(len(x), generator=gen).split(protocol.batch):
@@ -302,9 +303,9 @@ def build(name: str, args, overrides: dict[str, dict]) -> tuple[Distiller, str]:
     return cls(**{**settings, **extra}), chosen
 
 
-def protocol_for(method: Distiller, args) -> tuple[EvaluationProtocol, list[str]]:
-    """The evaluation protocol to run for ``method`` and how it departs from its paper's (empty: it does not)."""
-    paper = method.evaluation_protocol()
+def protocol_for(method: Distiller, args, preset: str | None = None) -> tuple[EvaluationProtocol, list[str]]:
+    """The evaluation protocol to run for ``method`` (made with ``preset``) and how it departs from its paper's."""
+    paper = method.evaluation_protocol(preset)
     protocol = paper if args.protocol == "paper" else EvaluationProtocol()
     if args.epochs:
         protocol = replace(protocol, epochs=args.epochs)
@@ -383,7 +384,8 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         method, chosen = build(name, args, overrides)
-        protocol, departs = protocol_for(method, args)
+        preset = preset_name(args.dataset, args.ipc) if chosen.startswith("paper") else None
+        protocol, departs = protocol_for(method, args, preset)
         data_train, data_test = train, test
         if protocol.zca:
             # each paper's own ZCA where its code differs (KIP's layer norm...), else MTT's

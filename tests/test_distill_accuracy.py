@@ -109,3 +109,12 @@ def test_a_learned_schedule_is_replayed_when_the_protocol_uses_learned_rates(ben
     moving = Summary(data=data, method="dd", learned_schedule=StepSchedule((0.01,) * 16, 2))
     trained = bench.evaluate(moving, data, replace(QUICK, learned_lr=True), seed=0, device=cpu)
     assert trained != untrained  # 16 real steps changed the network
+
+
+def test_the_paper_preset_picks_the_protocol_of_that_preset(bench):
+    args = bench.argparse.Namespace(dataset="cifar10", protocol="paper", epochs=None, hard_labels=False, no_zca=False,
+                                    ipc=50, paper_settings=True, overrides=[])
+    method, chosen = bench.build("mtt", args, {})
+    assert chosen == "paper" and method.lr_img == 1000.0  # MTT's un-whitened IPC 50 row
+    protocol, departs = bench.protocol_for(method, args, "cifar10-ipc50")
+    assert protocol.zca is False and departs == []

@@ -152,8 +152,10 @@ class EvaluationProtocol:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    #: factor applied to the learning rate half way through (1.0: constant)
+    #: factor applied to the learning rate at each of ``lr_decay_at`` (1.0: constant)
     lr_decay: float = 0.1
+    #: fractions of ``epochs`` after which the learning rate is multiplied by ``lr_decay``
+    lr_decay_at: tuple[float, ...] = (0.5,)
     batch: int = 256
     #: "none", "dsa" (DSA's differentiable augmentations, one draw per image) or "dsa+cutmix"
     augment: str = "dsa"
@@ -177,6 +179,12 @@ class EvaluationProtocol:
             raise ValueError(f"labels must be one of {', '.join(EVALUATION_LABELS)}, got {self.labels!r}")
         if self.loss not in LABEL_LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LABEL_LOSSES)}, got {self.loss!r}")
+        if any(not 0 < f < 1 for f in self.lr_decay_at) or list(self.lr_decay_at) != sorted(self.lr_decay_at):
+            raise ValueError(f"lr_decay_at must be increasing fractions in (0, 1), got {self.lr_decay_at!r}")
+
+    def decay_epochs(self) -> list[int]:
+        """The epochs (0-based) at whose start the learning rate is multiplied by ``lr_decay``."""
+        return [int(f * self.epochs) for f in self.lr_decay_at]
 
 
 def preset_name(dataset: str, ipc: int) -> str:
@@ -200,6 +208,8 @@ class Distiller(Checked, ABC):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: how the paper evaluates its summaries (``benchmarks/distill_accuracy.py``)
     paper_protocol: ClassVar[EvaluationProtocol] = EvaluationProtocol()
+    #: a preset whose paper evaluation differs from :attr:`paper_protocol` (MTT's un-whitened IPC 50)
+    preset_protocols: ClassVar[Mapping[str, EvaluationProtocol]] = {}
 
     @classmethod
     def paper(cls, dataset: str, ipc: int, **overrides: Any) -> "Distiller":
@@ -217,13 +227,15 @@ class Distiller(Checked, ABC):
             raise ConfigError(f"{cls.name} has no preset {preset!r} (presets: {known}); name one of those or drop preset")
         return cls(**{**cls.presets[preset], **overrides})
 
-    def evaluation_protocol(self) -> EvaluationProtocol:
-        """How the paper evaluated summaries made with these settings: :attr:`paper_protocol` by default.
+    def evaluation_protocol(self, preset: str | None = None) -> EvaluationProtocol:
+        """How the paper evaluated summaries made with these settings (from ``preset``, when given).
 
-        A method whose paper evaluates its variants differently (CAFE vs
-        CAFE+DSA) overrides it.
+        :attr:`preset_protocols` ``[preset]`` when it has one, else
+        :attr:`paper_protocol`. A method whose paper evaluates its variants
+        differently (CAFE vs CAFE+DSA) overrides it.
         """
-        return type(self).paper_protocol
+        cls = type(self)
+        return cls.preset_protocols.get(preset, cls.paper_protocol) if preset else cls.paper_protocol
 
     def images_per_class(self, ipc: int) -> int:
         """How many images per class the summary holds for a storage budget of ``ipc`` images per class.

@@ -283,8 +283,8 @@ class CAFE(Distiller):
     dsa: str = checked("none", check=check_strategy)
     log_every: int = checked(10, gt=0)
 
-    def evaluation_protocol(self) -> EvaluationProtocol:
-        """CAFE's released evaluation, or CAFE+DSA's when ``dsa`` is set."""
+    def evaluation_protocol(self, preset: str | None = None) -> EvaluationProtocol:
+        """CAFE's released evaluation, or CAFE+DSA's when ``dsa`` is set (the same at every preset)."""
         return type(self).paper_protocol if self.dsa == "none" else type(self).dsa_protocol
 
     def __post_init__(self) -> None:

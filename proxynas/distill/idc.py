@@ -175,13 +175,13 @@ class IDC(GradientMatching):
         momentum=0.9,
         weight_decay=5e-4,
         lr_decay=0.2,
+        lr_decay_at=(2 / 3, 5 / 6),
         batch=64,
         augment="dsa+cutmix",
         source=(
             "IDC released test.py/train.py + argument.py (Kim et al. ICML 2022): 1000 epochs, SGD lr 0.01"
             " momentum 0.9 wd 5e-4, batch 64, DSA color_crop_flip_scale_rotate per image (cutout dropped under"
-            " CutMix), CutMix beta 1 with probability 0.5; the released schedule is lr x0.2 at 2/3 and again at 5/6"
-            " of the epochs, here one x0.2 half way"
+            " CutMix), CutMix beta 1 with probability 0.5; lr x0.2 at 2/3 and again at 5/6 of the epochs"
         ),
     )
 

@@ -110,6 +110,11 @@ class TESLA(TrajectoryMatching):
             "utils.evaluate_synset as MTT's (Cui et al. ICML 2023)"
         ),
     )
+    #: IPC 1 is the README command (no --zca); IPC 50 reuses MTT's un-whitened row
+    preset_protocols: ClassVar[Mapping[str, EvaluationProtocol]] = {
+        "cifar10-ipc1": replace(paper_protocol, zca=False),
+        "cifar10-ipc50": replace(paper_protocol, zca=False),
+    }
 
     iterations: int = checked(10000, gt=0)
     soft_labels: bool = checked(False)

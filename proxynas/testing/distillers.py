@@ -194,6 +194,10 @@ class DistillerContract:
             cls.from_preset("no-such-ipc0")
         assert cls.paper_protocol.source.strip(), "paper_protocol.source must say where its values come from"
         assert method.evaluation_protocol().source.strip()
+        unknown = set(cls.preset_protocols) - set(cls.presets)
+        assert not unknown, f"preset_protocols names presets that do not exist: {sorted(unknown)}"
+        for preset in cls.presets:
+            assert method.evaluation_protocol(preset).source.strip()
 
     def test_summary_is_named_after_the_method(self, method, runs):
         assert runs.first.method == type(method).name

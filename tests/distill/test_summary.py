@@ -36,3 +36,22 @@ def test_a_learned_schedule_names_its_step_batches_and_counts_in_the_storage():
     for bad in [(), (0.1, math.nan)]:
         with pytest.raises(ValueError, match="step_sizes must be a non-empty tuple of finite numbers"):
             StepSchedule(bad, 1)
+
+
+def test_an_evaluation_protocol_decays_at_its_milestones_and_rejects_bad_ones():
+    from proxynas.distill.base import EvaluationProtocol
+
+    assert EvaluationProtocol(epochs=300).decay_epochs() == [150]  # DC's: x0.1 half way
+    assert EvaluationProtocol(epochs=1000, lr_decay_at=(2 / 3, 5 / 6)).decay_epochs() == [666, 833]
+    for bad in [(0.0,), (1.0,), (0.8, 0.5)]:
+        with pytest.raises(ValueError, match="lr_decay_at must be increasing fractions"):
+            EvaluationProtocol(lr_decay_at=bad)
+
+
+def test_a_preset_evaluated_otherwise_than_the_method_gets_its_own_protocol():
+    from proxynas.distill import IDC, MTT
+
+    assert MTT().evaluation_protocol("cifar10-ipc10").zca is True
+    assert MTT().evaluation_protocol("cifar10-ipc50").zca is False  # MTT's IPC 50 row did not whiten
+    assert MTT().evaluation_protocol() == MTT.paper_protocol
+    assert IDC.paper_protocol.decay_epochs() == [666, 833]  # IDC's released x0.2 at 2/3 and 5/6
