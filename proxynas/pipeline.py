@@ -14,7 +14,8 @@ A proxy with several named values (``Proxy.value_names()``, e.g. ``train``
 with ``scores: [val_acc, sotl_5]``) makes one report row per name from its
 one stage: ``dm`` for the first, ``dm:sotl_5`` for the others (:class:`Row`'s
 ``component``). A proxy that trains also gives its stage a ``curves_<row>``
-table (arch, epoch, train_loss, val_loss, val_acc per epoch).
+table (arch, epoch, train_loss, val_loss, val_acc per epoch), drawn by
+``report`` as the figure ``learning_curves_<row>``.
 
 With ``teacher.relabel`` a ``teacher`` stage trains one network once, and each
 listed summary gets a row ``<m>+teacher`` scored by ``proxy_<m>-teacher``
@@ -45,7 +46,7 @@ from proxynas.evaluation import score_all
 from proxynas.metrics.aggregation import log_rank_aggregate
 from proxynas.metrics.few_shot import few_shot_combination
 from proxynas.metrics.rank import rank_metrics
-from proxynas.plots import image_grid_png, scatter_png
+from proxynas.plots import image_grid_png, learning_curves_png, rank_title, rank_vs_rank_png, scatter_png
 from proxynas.progress import Progress, null_progress
 from proxynas.proxies.base import ProxyContext
 from proxynas.sampling import stratified_sample, top_sample
@@ -287,14 +288,18 @@ def report(
     """Rank preservation of every proxy row against the reference, plots, and the rows' evaluations.
 
     The evaluations (one :class:`~proxynas.artifacts.Evaluations` per row) are
-    what the ledger hook records; this stage writes nowhere itself.
+    what the ledger hook records; this stage writes nowhere itself. Figures:
+    proxy value against reference (``scatter``) and rank against rank
+    (``rank_vs_rank``), each panel titled with its row's Spearman and Kendall,
+    and one learning-curve figure per ``params["curves"]`` entry
+    ``(title, scores input, output)`` (see :func:`curve_figures`).
     """
     cfg: ReportConfig = params["report"]
     space: SearchSpace = params["space"]
     ref = [r["value"] for r in reference]
     ref_seconds = sum(r["seconds"] for r in reference)
     rows, metrics, per_arch = [], {}, {a: {"arch": a, "reference": r["value"]} for a, r in zip(archs, reference)}
-    scatter, evaluations = {}, []
+    scatter, titles, evaluations = {}, {}, []
     row: Row
     for row, indices, scores, values, distill_s in _scored_rows(archs, params["rows"], inputs, ref):
         row_archs, row_ref, row_reference = ([archs[i] for i in indices], [ref[i] for i in indices],
@@ -324,6 +329,7 @@ def report(
                 per_arch[a][f"{row.name}_seconds"] = s["seconds"]
             per_arch[a].update(c)
         scatter[row.name] = (values, row_ref)
+        titles[row.name] = rank_title(row.name, m.as_dict(), cfg.ci)
         evaluations.append(
             Evaluations(
                 row=row.name,
@@ -367,22 +373,56 @@ def report(
         "rank_table": Table("rank_table", rows),
         "scatter": Figure(
             "proxy_vs_reference",
-            scatter_png(scatter, xlabel="proxy value", ylabel="reference value"),
+            scatter_png(scatter, xlabel="proxy value", ylabel="reference value", titles=titles),
         ),
+        RANK_VS_RANK: Figure(RANK_VS_RANK, rank_vs_rank_png(scatter, titles=titles, top_k=cfg.top_k)),
+        **_learning_curves(params.get("curves", ()), {REFERENCE: reference, **inputs}, archs, ref, cfg.top_k),
         EVALUATIONS: evaluations,
     }
 
 
+def _learning_curves(
+    specs, scores_by_name: Mapping[str, list[dict[str, Any]]], archs: list[str], ref: list[float], top_k: int
+) -> dict[str, Figure]:
+    """One learning-curve figure per ``(title, scores input, output)``, the reference's top-k archs highlighted."""
+    top = {a for a, _ in sorted(zip(archs, ref), key=lambda p: -p[1])[:top_k]}
+    figures = {}
+    for title, scores, output in specs:
+        curves = {s["arch"]: s.get("curve", ()) for s in scores_by_name[scores]}
+        png = learning_curves_png(curves, highlight=top, highlight_label=f"reference top {len(top)}",
+                                  title=f"{title}: learning curves of {len(curves)} archs")
+        figures[output] = Figure(output, png)
+    return figures
+
+
+def curve_figures(stages: list[Stage], rows: tuple[Row, ...] | list[Row]) -> tuple[tuple[str, str, str], ...]:
+    """``(title, scores, figure)`` of every stage with a ``curves_<x>`` table: figure ``learning_curves_<x>``.
+
+    One per stage, not per row: a proxy's component rows share its stage and so
+    its curves; the reference's stage gets one too when its proxy trains.
+    """
+    by_name = {s.name: s for s in stages}
+    titled = [(r.name, r.stage, r.scores) for r in rows if r.kind != "combined" and r.component is None]
+    out = []
+    for title, stage, scores in [*titled, (REFERENCE, REFERENCE, REFERENCE)]:
+        table = next((o for o in by_name[stage].outputs if o.startswith("curves_")), None)
+        if table is not None:
+            out.append((title, scores, f"learning_{table}"))
+    return tuple(out)
+
+
 def is_tracked_output(name: str) -> bool:
     """Outputs worth logging again when their stage is cached: small figures and tables."""
-    return name.startswith(("grid_", "tensors_", "scores_", "curves_")) or name in {
-        "metrics", "results", "rank_table", "scatter", "reference"
+    return name.startswith(("grid_", "tensors_", "scores_", "curves_", "learning_curves_")) or name in {
+        "metrics", "results", "rank_table", "scatter", RANK_VS_RANK, "reference"
     }
 
 
 # -- graph --------------------------------------------------------------------
 #: the report output the ledger hook records (one Evaluations per row)
 EVALUATIONS = "evaluations"
+#: the report's figure of reference rank against proxy rank
+RANK_VS_RANK = "rank_vs_rank"
 REFERENCE = "reference"
 TEACHER = "teacher"
 TEACHER_SECONDS = "teacher_seconds"
@@ -615,13 +655,16 @@ def build_graph(config: PipelineConfig) -> PipelineGraph:
     for name, spec in config.combined.items():
         rows.append(Row(name=name, kind="combined", stage="report", scores="", sources=tuple(spec.rows),
                         combination=spec))
+    curves = curve_figures(stages, rows)
     stages.append(
         Stage(
             "report",
             report,
             inputs=tuple(report_inputs),
-            outputs=("report", "metrics", "results", "rank_table", "scatter", EVALUATIONS),
-            params={"report": config.report, "space": space, "rows": tuple(rows)},
+            outputs=("report", "metrics", "results", "rank_table", "scatter", RANK_VS_RANK,
+                     *(figure for _, _, figure in curves), EVALUATIONS),
+            params={"report": config.report, "space": space, "rows": tuple(rows), "curves": curves},
+            version="2",  # 2: panels titled with Spearman/Kendall; rank-vs-rank and learning-curve figures
         )
     )
     return PipelineGraph(Graph(stages), tuple(rows))

@@ -2,12 +2,15 @@ import io
 import math
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from proxynas.data.types import ImageData
-from proxynas.plots import image_grid_png, scatter_png
+from proxynas.plots import image_grid_png, learning_curves_png, rank_title, rank_vs_rank_png, ranks, scatter_png
 from proxynas.report import format_report
+
+from tests.quickstart import QUICKSTART, TINY
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -106,3 +109,120 @@ def test_format_report_widens_the_name_column_for_component_rows():
     header, _, first, second = text.splitlines()[1:]
     assert second.startswith("kcenter:val_acc@25% +0.500")  # the name is never cut or run into the numbers
     assert header.index("Spearman") == first.index("+0.500") == second.index("+0.500")
+
+
+def test_rank_title_carries_spearman_and_kendall_with_their_interval():
+    metrics = {"spearman": 0.512, "spearman_lo": 0.104, "spearman_hi": 0.8, "kendall": -0.25,
+               "kendall_lo": -0.6, "kendall_hi": 0.125, "topk_precision": 0.6}
+    assert rank_title("dm", metrics, 0.95).splitlines() == [
+        "dm", "Spearman +0.51 [95% CI +0.10, +0.80]", "Kendall -0.25 [95% CI -0.60, +0.12]"]
+    assert "[90% CI" in rank_title("dm", metrics, 0.9)
+    # no bootstrap (or too few archs): the interval is undefined and left out, the value stays
+    bare = {"spearman": 1.0, "spearman_lo": math.nan, "spearman_hi": math.nan, "kendall": math.nan}
+    assert rank_title("params", bare, 0.95).splitlines() == ["params", "Spearman +1.00", "Kendall nan"]
+
+
+def test_ranks_put_the_highest_value_first_and_share_ties():
+    assert ranks([3.0, 1.0, 2.0, 2.0, 5.0]) == [2.0, 5.0, 3.5, 3.5, 1.0]
+    assert ranks([-math.inf, 0.5, 7.0]) == [3.0, 2.0, 1.0]  # a proxy's "cannot train" ranks last
+    with pytest.raises(ValueError, match="value 1 is NaN"):
+        ranks([1.0, math.nan])
+
+
+def test_rank_vs_rank_puts_a_perfect_proxy_on_the_diagonal():
+    ref = [90.0, 80.0, 70.0, 60.0, 50.0]
+    perfect = _pixels(rank_vs_rank_png({"dm": ([5, 4, 3, 2, 1], ref)}, top_k=2))
+    reversed_ = _pixels(rank_vs_rank_png({"dm": ([1, 2, 3, 4, 5], ref)}, top_k=2))
+    assert perfect.shape == reversed_.shape and perfect.shape[0] > 200
+    # the points of a proxy ranking like the reference lie on the rising diagonal: its bottom-left and
+    # top-right are blue, the top-left (reference rank 1, proxy rank 5) is not; the reversed proxy is the mirror
+    blue = (perfect[..., 2] - perfect[..., 0]) > 60
+    flipped = (reversed_[..., 2] - reversed_[..., 0]) > 60
+    h, w = blue.shape
+    top_left = (slice(0, h // 2), slice(0, w // 2))
+    bottom_left = (slice(h // 2, h), slice(0, w // 2))
+    assert blue[bottom_left].sum() > 20 and blue[top_left].sum() < blue[bottom_left].sum() / 2
+    assert flipped[top_left].sum() > 20 and flipped[bottom_left].sum() < flipped[top_left].sum() / 2
+    two = _pixels(rank_vs_rank_png({"dm": ([5, 4, 3, 2, 1], ref), "params": ([1, 2, 3, 4, 5], ref)}))
+    assert two.shape[1] > 1.7 * perfect.shape[1]  # one panel per row
+
+
+def _curve(epochs, rate):
+    return [{"epoch": e, "steps": 10 * e, "train_loss": 2.3 * math.exp(-rate * e), "val_loss": None,
+             "val_acc": 90.0 - 80.0 * math.exp(-rate * e) if e % 2 == 0 else None} for e in range(1, epochs + 1)]
+
+
+def test_learning_curves_colour_only_the_highlighted_archs():
+    curves = {f"a{i}": _curve(10, 0.1 + 0.05 * i) for i in range(6)}
+    orange = lambda img: ((img[..., 0] - img[..., 2]) > 150).sum()  # matplotlib's tab:orange is (255, 127, 14)
+    grey = _pixels(learning_curves_png(curves))
+    marked = _pixels(learning_curves_png(curves, highlight={"a0", "a5"}, highlight_label="reference top 2"))
+    assert grey.shape[0] > 200 and grey.shape[1] > 500
+    assert orange(grey) == 0 and orange(marked) > 100
+    # an arch measured only after its last epoch (curve_every=0) is still drawn
+    once = {"a": [{"epoch": 1, "train_loss": 2.0, "val_acc": None}, {"epoch": 2, "train_loss": 1.5, "val_acc": 40.0}]}
+    assert orange(_pixels(learning_curves_png(once, highlight={"a"}))) > orange(_pixels(learning_curves_png(once)))
+
+
+def _toy_report_inputs():
+    from proxynas.config.pipeline import ReportConfig
+    from proxynas.pipeline import Row
+    from proxynas.spaces import NB201Space
+
+    space = NB201Space(channels=4, cells_per_stage=1)
+    archs = space.sample(5, seed=0)
+    reference = [{"arch": a, "value": 90.0 - 3 * i, "seconds": 1.0, "curve": _curve(4, 0.2 + 0.1 * i)}
+                 for i, a in enumerate(archs)]
+    dm = [{"arch": a, "value": float(v), "seconds": 0.1, "curve": _curve(4, 0.1 * v)}
+          for a, v in zip(archs, [5, 3, 4, 1, 2])]
+    params_ = [{"arch": a, "value": float(v), "seconds": 0.0} for a, v in zip(archs, [1, 2, 3, 4, 5])]
+    rows = (Row("dm", "distilled", "proxy_dm", "scores_dm"), Row("params", "baseline", "baseline_params", "scores_params"))
+    curves = (("dm", "scores_dm", "learning_curves_dm"), ("reference", "reference", "learning_curves_reference"))
+    params = {"report": ReportConfig(top_k=3, bootstrap=20), "space": space, "rows": rows, "curves": curves}
+    return archs, reference, params, {"scores_dm": dm, "scores_params": params_}
+
+
+def test_report_titles_its_panels_with_each_rows_rank_metrics(monkeypatch):
+    import proxynas.pipeline as pipeline
+
+    archs, reference, params, inputs = _toy_report_inputs()
+    drawn = {}
+    real = pipeline.scatter_png
+
+    def spy(series, **kwargs):
+        drawn.update(kwargs["titles"])
+        return real(series, **kwargs)
+
+    monkeypatch.setattr(pipeline, "scatter_png", spy)
+    out = pipeline.report(archs, reference, params, **inputs)
+    by_row = {r["proxy"]: r for r in out["rank_table"].rows}
+    assert set(drawn) == {"dm", "params"}
+    for name, title in drawn.items():
+        row = by_row[name]
+        assert title.splitlines()[0] == name
+        assert f"Spearman {row['spearman']:+.2f}" in title and f"Kendall {row['kendall']:+.2f}" in title
+    assert by_row["params"]["spearman"] == pytest.approx(-1.0) and "Spearman -1.00" in drawn["params"]
+    # the rank-vs-rank and learning-curve figures are outputs with PNG bytes, named as their artifacts
+    for name in ("rank_vs_rank", "learning_curves_dm", "learning_curves_reference"):
+        figure = out[name]
+        assert figure.name == name and figure.png.startswith(PNG) and len(figure.png) > 5000
+    assert "learning_curves_params" not in out  # a proxy without curves gets no figure
+
+
+def test_a_pipeline_run_yields_the_rank_and_learning_curve_figures(tmp_path):
+    from proxynas.app import build_runner
+    from proxynas.config import load_config
+    from proxynas.pipeline import build_graph, is_tracked_output
+
+    config = load_config(QUICKSTART, [*TINY, "distill.methods={dm: {iterations: 3}}",
+                                      f"run.cache_dir={tmp_path / 'cache'}"])
+    stage = build_graph(config).graph.stage("report")
+    # every row whose proxy trains gets a figure, the reference too; the parameter count has no curves
+    figures = ["rank_vs_rank", "learning_curves_dm", "learning_curves_reference"]
+    assert [o for o in stage.outputs if o.startswith(("rank_", "learning_"))] == ["rank_table", *figures]
+    assert all(is_tracked_output(name) for name in figures)  # logged again when the report is cached
+    outputs = build_runner(config).run(targets=["report"])
+    for name in figures:
+        assert outputs[name].png.startswith(PNG) and len(outputs[name].png) > 5000
+    curves = _pixels(outputs["learning_curves_dm"].png)
+    assert ((curves[..., 0] - curves[..., 2]) > 150).sum() > 20  # the reference's top 3 of 5 are highlighted

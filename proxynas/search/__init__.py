@@ -6,7 +6,7 @@
 * :mod:`~proxynas.search.objective` -- a pipeline row (or a benchmark column) as the search objective
 * :mod:`~proxynas.search.search` -- :func:`run_search` and its :class:`SearchResult`
 * :mod:`~proxynas.search.regret` -- regret against a ground-truth table of the whole space
-* :mod:`~proxynas.search.plots` -- best-so-far / regret curves as PNG
+* :mod:`~proxynas.search.plots` -- best-so-far / reference / regret curves as PNG
 * :mod:`~proxynas.search.cli` -- ``proxynas search``
 
 Names are imported on first use (PEP 562): ``proxynas.cli`` imports
@@ -43,8 +43,10 @@ _EXPORTS = {
     "SearchResult": "search",
     "TrialRecord": "search",
     "trials_table": "search",
+    "running_best": "search",
     "best_so_far_png": "plots",
     "regret_png": "plots",
+    "search_png": "plots",
     "add_search_parser": "cli",
     "cmd_search": "cli",
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -250,6 +250,20 @@ def collect(study: optuna.Study, reference: Reference | None = None, objective: 
         search_seconds=spent,
         setup_seconds=float(getattr(objective, "setup_seconds", 0.0)),
     )
+
+
+def running_best(values: Sequence[float | None], *, maximize: bool = True) -> tuple[float, ...]:
+    """The best value after each entry of ``values`` (``nan`` until the first finite one).
+
+    None and non-finite entries (pruned or failed trials, archs without a
+    reference value) are skipped, as :func:`collect` skips them.
+    """
+    out, best = [], math.nan
+    for v in values:
+        if v is not None and math.isfinite(v) and (math.isnan(best) or (v > best if maximize else v < best)):
+            best = float(v)
+        out.append(best)
+    return tuple(out)
 
 
 def trials_table(result: SearchResult) -> list[dict[str, Any]]:
