@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (set up + run the quickstart) and `make test`.
+# Two entry points: `make demo` (set up + run pipelines/demo.yaml) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/proxynas run pipelines/quickstart.yaml
+	$(BIN)/proxynas run pipelines/demo.yaml
 
 # The multi-worker tests start a throwaway PostgreSQL server on 127.0.0.1.
 postgres-server:

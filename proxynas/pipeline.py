@@ -485,6 +485,14 @@ class PipelineGraph:
         )
 
 
+def random_subset_rows(config: PipelineConfig, pipeline: PipelineGraph) -> frozenset[str]:
+    """The rows trained on a random subset (``distill.methods`` entries of the ``random`` coreset)."""
+    return frozenset(
+        row.name for row in pipeline.rows
+        if row.method is not None and config.distill.methods[row.method].name == "random"
+    )
+
+
 def _proxy_stage(
     name: str, row: str, func, inputs: tuple[str, ...], scores: str, proxy, params: dict
 ) -> Stage:

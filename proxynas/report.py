@@ -14,8 +14,8 @@ def _ci(row: Mapping[str, Any], key: str) -> str:
     return f"{_num(row[key])} [{_num(row[key + '_lo'])}, {_num(row[key + '_hi'])}]"
 
 
-def format_report(report: Mapping[str, Any]) -> str:
-    """The rank table: one row per proxy, metrics with bootstrap CIs, and costs."""
+def format_report(report: Mapping[str, Any], random_rows: frozenset[str] = frozenset()) -> str:
+    """The rank table: one row per proxy, metrics with bootstrap CIs, and costs; then :func:`verdict`."""
     k, ci = report["top_k"], int(round(report["ci"] * 100))
     # wide enough for component rows such as ``dm:val_acc@25%``
     width = max([10, *(len(row["proxy"]) for row in report["rows"])])
@@ -36,4 +36,35 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{_num(row['topk_precision'], '.2f'):>11} {_num(row['topk_spearman']):>14} "
             f"{row['proxy_seconds']:>9.1f} {row['reference_seconds']:>9.1f}"
         )
+    lines.append(verdict(report, random_rows))
     return "\n".join(lines)
+
+
+def verdict(report: Mapping[str, Any], random_rows: frozenset[str] = frozenset()) -> str:
+    """One sentence: which row ranked best, and whether distillation beat the random subset.
+
+    ``random_rows`` are the rows trained on a random subset (the baseline a
+    distilled summary must beat); the other ``distilled`` rows are the
+    distillers. "Beat" is the point estimates; the sentence says when the
+    random row's Spearman lies inside the distiller's bootstrap interval, so
+    the difference is not resolved by this many architectures.
+    """
+    rows = [r for r in report["rows"] if not math.isnan(r["spearman"])]
+    if not rows:
+        return "No row has a rank correlation (the reference or every proxy is constant)."
+    best = max(rows, key=lambda r: r["spearman"])
+    ci = int(round(report["ci"] * 100))
+    sentence = f"Best ranking: {best['proxy']} (Spearman {_ci(best, 'spearman')})."
+    randoms = [r for r in rows if r["proxy"] in random_rows]
+    distilled = [r for r in rows if r.get("kind") == "distilled" and r["proxy"] not in random_rows]
+    if randoms and distilled:
+        top, rand = max(distilled, key=lambda r: r["spearman"]), max(randoms, key=lambda r: r["spearman"])
+        beat = "beat" if top["spearman"] > rand["spearman"] else "did not beat"
+        within = top["spearman_lo"] <= rand["spearman"] <= top["spearman_hi"]
+        sentence += (
+            f" Distillation {beat} the random subset: {top['proxy']} {_num(top['spearman'])} vs"
+            f" {rand['proxy']} {_num(rand['spearman'])}"
+            + (f", within {top['proxy']}'s {ci}% CI, so not resolved by {report['num_archs']} architectures."
+               if within else ".")
+        )
+    return sentence

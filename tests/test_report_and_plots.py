@@ -106,7 +106,7 @@ def test_format_report_widens_the_name_column_for_component_rows():
     rows = [row, {**row, "proxy": "kcenter:val_acc@25%"}]
     text = format_report({"rows": rows, "num_archs": 20, "top_k": 5, "ci": 0.95, "reference_mean": 90.0,
                           "reference_min": 80.0, "reference_max": 95.0, "reference_seconds": 100.0})
-    header, _, first, second = text.splitlines()[1:]
+    header, _, first, second = text.splitlines()[1:5]  # then the verdict line
     assert second.startswith("kcenter:val_acc@25% +0.500")  # the name is never cut or run into the numbers
     assert header.index("Spearman") == first.index("+0.500") == second.index("+0.500")
 
@@ -226,3 +226,41 @@ def test_a_pipeline_run_yields_the_rank_and_learning_curve_figures(tmp_path):
         assert outputs[name].png.startswith(PNG) and len(outputs[name].png) > 5000
     curves = _pixels(outputs["learning_curves_dm"].png)
     assert ((curves[..., 0] - curves[..., 2]) > 150).sum() > 20  # the reference's top 3 of 5 are highlighted
+
+
+def _row(name, spearman, lo, hi, kind="distilled"):
+    return {"proxy": name, "kind": kind, "spearman": spearman, "spearman_lo": lo, "spearman_hi": hi,
+            "kendall": 0.0, "kendall_lo": 0.0, "kendall_hi": 0.0, "topk_precision": 0.0, "topk_spearman": 0.0,
+            "proxy_seconds": 1.0, "reference_seconds": 1.0}
+
+
+def _report(rows):
+    return {"rows": rows, "num_archs": 20, "top_k": 5, "ci": 0.95, "reference_mean": 90.0, "reference_min": 10.0,
+            "reference_max": 99.0, "reference_seconds": 1.0}
+
+
+def test_the_table_ends_with_the_best_row_and_whether_distillation_beat_the_random_subset():
+    from proxynas.report import verdict
+
+    rows = [_row("dm", 0.87, 0.62, 0.98), _row("random", 0.90, 0.67, 0.99), _row("params", -0.06, -0.5, 0.4, "baseline")]
+    text = format_report(_report(rows), random_rows=frozenset({"random"}))
+    assert text.splitlines()[-1] == (
+        "Best ranking: random (Spearman +0.900 [+0.670, +0.990])."
+        " Distillation did not beat the random subset: dm +0.870 vs random +0.900,"
+        " within dm's 95% CI, so not resolved by 20 architectures."
+    )
+    clear = verdict(_report([_row("dm", 0.9, 0.8, 0.95), _row("random", 0.3, 0.1, 0.5)]), frozenset({"random"}))
+    assert clear.endswith("Distillation beat the random subset: dm +0.900 vs random +0.300.")
+    # without a random row there is nothing to compare with; NaN rows are not "best"
+    alone = verdict(_report([_row("dm", math.nan, math.nan, math.nan), _row("params", 0.2, 0.0, 0.4, "baseline")]))
+    assert alone == "Best ranking: params (Spearman +0.200 [+0.000, +0.400])."
+
+
+def test_random_subset_rows_are_the_rows_of_the_random_coreset_whatever_their_name():
+    from proxynas.config.pipeline import load_config
+    from proxynas.pipeline import build_graph, random_subset_rows
+    from tests.quickstart import QUICKSTART
+
+    config = load_config(QUICKSTART, ["distill.methods={dm: {iterations: 2}, subset: {name: random}}",
+                                      "proxy.scores=[val_acc, sotl_1]"])
+    assert random_subset_rows(config, build_graph(config)) == {"subset", "subset:sotl_1"}
