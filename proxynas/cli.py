@@ -1,4 +1,4 @@
-"""``proxynas`` command line: run a pipeline, show its stages, list plugins."""
+"""``proxynas`` command line: run a pipeline, show its stages, list plugins, open the UIs."""
 
 from __future__ import annotations
 
@@ -67,6 +67,22 @@ def _parser() -> argparse.ArgumentParser:
     from proxynas.search.cli import add_search_parser
 
     add_search_parser(sub)
+    ui = sub.add_parser("ui", help="open the MLflow UI on the runs' store (--optuna: optuna-dashboard on the ledger)",
+                        description="Start a UI server on the project's stores, print the page to open, "
+                        "and keep it running until Ctrl-C.")
+    ui.add_argument("--tracking-uri", metavar="URI",
+                    help="MLflow store to show (default: run.tracking_uri's default, sqlite:///mlruns/mlflow.db)")
+    ui.add_argument("--experiment", metavar="NAME",
+                    help="experiment whose runs table to open (default: run.experiment's, proxynas)")
+    ui.add_argument("--host", default="127.0.0.1", metavar="H",
+                    help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 for every interface)")
+    ui.add_argument("--port", type=int, metavar="N", help="port to listen on (default 5000; 8080 with --optuna)")
+    ui.add_argument("--optuna", action="store_true",
+                    help="open optuna-dashboard on the Optuna storage instead (ledger, search and tuning studies; "
+                    "pip install 'proxynas[ui]')")
+    ui.add_argument("--storage", metavar="URL",
+                    help="Optuna storage URL for --optuna "
+                    "(default: run.ledger's default, sqlite:///.proxynas/ledger.db)")
     return parser
 
 
@@ -79,6 +95,7 @@ def _load(args):
 def cmd_run(args) -> int:
     from proxynas.app import build_runner, run_info, tracking_hooks
     from proxynas.engine import Cache, ConsoleHook
+    from proxynas.pipeline import build_graph, random_subset_rows
     from proxynas.report import format_report
 
     if args.jobs < 1:
@@ -92,7 +109,8 @@ def cmd_run(args) -> int:
         check_storage_url(config.run.storage, "run.storage")
     Cache(config.run.cache_dir).check_writable()  # before the tracking stores are opened, and any stage
     hooks = tracking_hooks(config, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow)
-    runner = build_runner(config, hooks)
+    pipeline = build_graph(config)
+    runner = build_runner(config, hooks, pipeline=pipeline)
     start = time.perf_counter()
     if args.only:
         for name in args.only:
@@ -104,7 +122,7 @@ def cmd_run(args) -> int:
     if args.jobs > 1:
         _run_rows_in_processes(args, config)
     outputs = runner.run(targets=args.only or None, run_info=run_info(config, args.pipeline))
-    print(format_report(outputs["report"]))
+    print(format_report(outputs["report"], random_rows=random_subset_rows(config, pipeline)))
     print(f"wall time {time.perf_counter() - start:.1f} s (device {runner.resources['device']})")
     return 0
 
@@ -233,7 +251,25 @@ def cmd_search(args) -> int:
     return run_search(args)
 
 
-COMMANDS = {"tune": cmd_tune, "worker": cmd_worker, "search": cmd_search, "run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list, "nb201": cmd_nb201}
+def cmd_ui(args) -> int:
+    from proxynas.config.pipeline import RunConfig
+    from proxynas.ui import MLFLOW_PORT, OPTUNA_PORT, mlflow_ui, optuna_ui
+
+    defaults = RunConfig()
+    if args.optuna:
+        if args.tracking_uri or args.experiment:
+            raise ConfigError("--tracking-uri and --experiment name the MLflow store, which --optuna does not "
+                              "open; drop them, or pass the Optuna storage with --storage")
+        return optuna_ui(args.storage or defaults.ledger, host=args.host,
+                         port=OPTUNA_PORT if args.port is None else args.port)
+    if args.storage:
+        raise ConfigError("--storage is the Optuna storage that --optuna opens; add --optuna, "
+                          "or name the MLflow store with --tracking-uri")
+    return mlflow_ui(args.tracking_uri or defaults.tracking_uri, args.experiment or defaults.experiment,
+                     host=args.host, port=MLFLOW_PORT if args.port is None else args.port)
+
+
+COMMANDS = {"ui": cmd_ui, "tune": cmd_tune, "worker": cmd_worker, "search": cmd_search, "run": cmd_run, "stages": cmd_stages, "config": cmd_config, "list": cmd_list, "nb201": cmd_nb201}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

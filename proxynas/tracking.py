@@ -10,11 +10,21 @@ its owner process in tags (:class:`Owner`), and each new top-level run first
 ends the RUNNING runs of its experiment whose owner is gone, as KILLED
 (:meth:`MLflowHook.end_dead_runs`); a new run of the same name as an unfinished
 one is tagged ``proxynas.resumes=<old run id>``.
+
+Where users look: MLflow 3's UI opens an experiment on its GenAI pages
+(traces, judges, prompts) unless told it is about training models, and its runs
+table shows no metric columns until one picks them. So the experiment is tagged
+as model training (:data:`EXPERIMENT_KIND_TAG`), every top-level run's rank
+metrics are added to a saved runs-table view of the experiment, the page
+:func:`runs_table_url` names opens the model-training pages on that view, and a
+table output of a top-level run is also an MLflow table artifact
+(``<name>.json``, which the UI shows as a table) beside its CSV.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import socket
@@ -47,6 +57,24 @@ PARENT_TAG = "mlflow.parentRunId"
 #: again by its own process when it ends (MLflow lets a run's status change after it ended).
 STALE_AFTER = 7 * 24 * 3600.0
 
+#: MLflow's experiment tag for the kind of an experiment, and the value of a model-training one
+#: (``custom_model_development``: runs, metrics and charts; ``genai_development``: traces, judges,
+#: prompts), as spelled in MLflow 3.17's UI bundle. That UI shows the kind the tag names in the
+#: experiment's details, but picks its pages by a switch kept in the browser (GenAI unless
+#: changed), so :func:`runs_table_url` asks for the training pages in the URL as well.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+#: prefix of the experiment tags that hold the runs table's saved views (MLflow 3.17's UI), and the
+#: key of the one proxynas keeps: the rank metrics as columns
+VIEW_TAG_PREFIX, RANKS_VIEW = "mlflow.sharedViewState.", "proxynas-ranks"
+#: the metrics (``<row>.<name>``, the report's) that the saved view shows as columns
+RANK_COLUMNS = ("spearman", "kendall")
+#: the most columns the view keeps: the newest run's first, then older runs' (a view too
+#: wide to read is no better than none, and MLflow caps a tag at 20,000 characters)
+MAX_VIEW_COLUMNS = 24
+#: the most rows of a table that is also logged as an MLflow table: the UI loads such a table
+#: whole into the browser, so a bigger one (learning curves of many archs) stays a CSV only
+MAX_TABLE_ROWS = 10_000
+
 
 def check_tracking_uri(uri: str, setting: str = TRACKING_SETTING) -> None:
     """Fail with a one-line ConfigError unless an MLflow store at ``uri`` can be written.
@@ -60,13 +88,13 @@ def check_tracking_uri(uri: str, setting: str = TRACKING_SETTING) -> None:
     check_sqlite(uri, setting, _TRACKING_FIX)
 
 
-def _artifact_root(tracking_uri: str) -> str | None:
+def artifact_root(tracking_uri: str) -> str | None:
     """Keep artifacts beside a local sqlite store (under ``mlruns/``), not in the CWD."""
     db = sqlite_path(tracking_uri)
     return (db.parent.resolve() / "artifacts").as_uri() if db is not None else None
 
 
-def open_experiment(tracking_uri: str, experiment: str, setting: str = TRACKING_SETTING):
+def open_experiment(tracking_uri: str, experiment: str, setting: str = TRACKING_SETTING, *, create: bool = True):
     """``(client, experiment_id)`` of ``experiment`` in the store at ``tracking_uri``, created if needed.
 
     The one place an MLflow store is opened: a local sqlite store is checked
@@ -76,6 +104,10 @@ def open_experiment(tracking_uri: str, experiment: str, setting: str = TRACKING_
     in a new folder would collide ("table ... already exists"), and so would
     their creating the same experiment. A corrupted or unwritable store is a
     one-line ConfigError naming ``setting``.
+
+    The experiment is a model-training one (:data:`EXPERIMENT_KIND_TAG`), also
+    one created before proxynas tagged them; a kind someone chose is kept.
+    Without ``create`` a missing experiment gives ``(client, None)``.
     """
     check_tracking_uri(tracking_uri, setting)
     from mlflow.tracking import MlflowClient
@@ -84,8 +116,67 @@ def open_experiment(tracking_uri: str, experiment: str, setting: str = TRACKING_
         client = MlflowClient(tracking_uri=tracking_uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is not None:
+            if EXPERIMENT_KIND_TAG not in exp.tags:
+                client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
             return client, exp.experiment_id
-        return client, client.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
+        if not create:
+            return client, None
+        return client, client.create_experiment(experiment, artifact_location=artifact_root(tracking_uri),
+                                                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+
+
+def is_rank_column(metric: str) -> bool:
+    """Whether ``metric`` is one of the report's rank metrics shown as a runs-table column."""
+    return "." in metric and metric.rsplit(".", 1)[1] in RANK_COLUMNS
+
+
+def _view_columns(value: str | None) -> list[str]:
+    """The columns of a saved view's tag value (none if it is absent or not ours to read)."""
+    try:
+        columns = json.loads(json.loads(value)["state"]).get("selectedColumns", []) if value else []
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return []
+    return [c for c in columns if isinstance(c, str)] if isinstance(columns, list) else []
+
+
+def show_rank_columns(client, experiment_id: str, metrics: Sequence[str]) -> None:
+    """Add ``metrics`` (newest first) to the experiment's saved runs-table view, created if needed.
+
+    The view is the envelope MLflow 3.17's UI writes when a user saves a view
+    of the runs table (``{name, createdAt, updatedAt, state}``, the state a
+    JSON string) under ``mlflow.sharedViewState.<key>``; the UI lists it among
+    the saved views, and ``?viewStateShareKey=<key>`` opens it
+    (:func:`runs_table_url`). Its state selects only columns, so a user's
+    filter and sort stay as they are.
+    """
+    key = VIEW_TAG_PREFIX + RANKS_VIEW
+    value = client.get_experiment(experiment_id).tags.get(key)
+    old = _view_columns(value)
+    columns = list(dict.fromkeys([f"metrics.`{m}`" for m in metrics] + old))[:MAX_VIEW_COLUMNS]
+    if value and columns == old:
+        return
+    now = int(time.time() * 1000)
+    try:
+        created = int(json.loads(value)["createdAt"])
+    except (ValueError, TypeError, KeyError):
+        created = now
+    view = {"name": "proxynas: rank metrics", "createdAt": created, "updatedAt": now,
+            "state": json.dumps({"selectedColumns": columns})}
+    client.set_experiment_tag(experiment_id, key, json.dumps(view))
+
+
+def runs_table_url(base: str, experiment_id: str, tags: Mapping[str, str] = {}) -> str:
+    """The UI page of ``experiment_id``'s runs table on the server at ``base`` (``http://host:port``).
+
+    MLflow 3.17's UI takes a page's kind from its ``workflowType`` setting
+    (kept in the browser, GenAI unless changed) rather than from the
+    experiment's kind tag, so the URL asks for the model-training pages; given
+    the experiment's ``tags``, it opens the saved rank-metrics view if there is one.
+    """
+    query = "workflowType=machine_learning"
+    if VIEW_TAG_PREFIX + RANKS_VIEW in tags:
+        query += f"&viewStateShareKey={RANKS_VIEW}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -175,7 +266,7 @@ def _end_status(error: BaseException) -> str:
 
 
 class MLflowHook(Hook):
-    """Logs a pipeline run to MLflow (``mlflow ui --backend-store-uri <uri>`` to browse).
+    """Logs a pipeline run to MLflow (``proxynas ui --tracking-uri <uri>`` to browse).
 
     Every run it creates carries its owner's tags (:class:`Owner`); starting a
     top-level run first ends the runs that killed processes left RUNNING
@@ -191,17 +282,24 @@ class MLflowHook(Hook):
         tracked: Callable[[str], bool] = lambda name: True,
         setting: str = TRACKING_SETTING,
         stale_after: float = STALE_AFTER,
+        columns: Callable[[str], bool] = is_rank_column,
     ) -> None:
         """``tracked(output_name)`` says which outputs of a *cached* stage to load and log
         again (so a re-run's MLflow run is complete without loading big cached data).
         ``setting`` names where ``tracking_uri`` came from in errors; ``stale_after``
-        (seconds) is when a RUNNING run whose owner cannot be checked counts as dead."""
+        (seconds) is when a RUNNING run whose owner cannot be checked counts as dead;
+        ``columns(metric)`` says which metrics of a top-level run the experiment's
+        saved runs-table view shows (:func:`show_rank_columns`)."""
         self.client, self.experiment_id = open_experiment(tracking_uri, experiment, setting)
         self.tracking_uri = tracking_uri
         self.tracked = tracked
         self.stale_after = stale_after
+        self.columns = columns
         self.parent_id: str | None = None
         self._stage_runs: dict[str, str] = {}
+        #: the top-level runs this hook started: the runs users compare, so their tables and
+        #: rank metrics are shown where the UI shows such things
+        self._top_runs: set[str] = set()
 
     # -- pipeline ---------------------------------------------------------
     def before_pipeline(self, graph, run_info: dict) -> None:
@@ -265,7 +363,10 @@ class MLflowHook(Hook):
             previous = self.unfinished_run(name)
             if previous is not None:
                 tags[RESUMES_TAG] = previous
-        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        if not parent:
+            self._top_runs.add(run_id)
+        return run_id
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
@@ -336,7 +437,11 @@ class MLflowHook(Hook):
             self.client.log_batch(run_id, params=params[i : i + 100])
 
     def log_metrics(self, run_id: str, values: Mapping[str, float]) -> None:
-        """Finite scalar ``values`` as metrics of ``run_id`` at step 0."""
+        """Finite scalar ``values`` as metrics of ``run_id`` at step 0.
+
+        Those of a top-level run that ``columns`` picks become columns of the
+        experiment's saved runs-table view.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -347,6 +452,9 @@ class MLflowHook(Hook):
         ]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
+        shown = [m.key for m in metrics if self.columns(m.key)] if run_id in self._top_runs else []
+        if shown:
+            show_rank_columns(self.client, self.experiment_id, shown)
 
     def log_history(
         self, run_id: str, name: str, values: Sequence[float], steps: Sequence[int] | None = None
@@ -360,12 +468,29 @@ class MLflowHook(Hook):
         for i in range(0, len(history), 1000):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(run_id, metrics=history[i : i + 1000])
 
+    def log_table(self, run_id: str, table: Table) -> None:
+        """``table`` as the MLflow table artifact ``<name>.json`` of ``run_id``.
+
+        The UI shows such an artifact as a table, and ``mlflow.load_table``
+        reads it back across runs. MLflow appends to a table logged twice under
+        one name: log one per run and name.
+        """
+        columns = list(dict.fromkeys(k for row in table.rows for k in row))
+        self.client.log_table(run_id, {c: [row.get(c) for row in table.rows] for c in columns},
+                              f"{table.name}.json")
+
     def log_output(self, run_id: str, value: Any) -> None:
-        """A typed stage output (Metrics, Table, Figure, Tensors, or a mapping of them) on ``run_id``."""
+        """A typed stage output (Metrics, Table, Figure, Tensors, or a mapping of them) on ``run_id``.
+
+        A table is ``<name>.csv``; on a top-level run also an MLflow table (:meth:`log_table`)
+        unless it is empty or longer than :data:`MAX_TABLE_ROWS`.
+        """
         if isinstance(value, Metrics):
             self.log_metrics(run_id, value.values)
         elif isinstance(value, Table):
             self.client.log_text(run_id, value.to_csv(), f"{value.name}.csv")
+            if 0 < len(value.rows) <= MAX_TABLE_ROWS and run_id in self._top_runs:
+                self.log_table(run_id, value)
         elif isinstance(value, (Figure, Tensors)):
             with tempfile.TemporaryDirectory() as tmp:
                 if isinstance(value, Figure):

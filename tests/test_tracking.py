@@ -2,6 +2,7 @@
 and a store that stays usable: checked early, opened by several processes at once, and
 cleared of the runs killed processes left RUNNING."""
 
+import json
 import math
 import multiprocessing
 import os
@@ -14,20 +15,26 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from proxynas.artifacts import Table
+from proxynas.artifacts import Metrics, Table
 from proxynas.cli import main
 from proxynas.engine import Cache, Graph, Runner, Stage
+from proxynas import tracking
 from proxynas.errors import ConfigError
 from proxynas.tracking import (
     ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
+    MAX_VIEW_COLUMNS,
     PID_TAG,
+    RANKS_VIEW,
     RESUMES_TAG,
+    VIEW_TAG_PREFIX,
     MLflowHook,
     MLflowTrialCallback,
     Owner,
     _start_ticks,
     check_tracking_uri,
     open_experiment,
+    runs_table_url,
 )
 
 CTX = multiprocessing.get_context("fork")
@@ -54,8 +61,75 @@ def test_public_methods_log_nested_runs_params_metrics_history_and_tables(tmp_pa
     history = client.get_metric_history(parent, "best_so_far")
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (3, 2.0)]
     assert client.get_run(parent).info.status == "KILLED"
-    assert [a.path for a in client.list_artifacts(parent)] == ["trials.csv"]
+    # a top-level run's table is also an MLflow table (the UI's table viewer)
+    assert [a.path for a in client.list_artifacts(parent)] == ["trials.csv", "trials.json"]
     assert (tmp_path / "deep" / "store" / "artifacts").is_dir()  # artifacts beside the database
+
+
+# -- what the MLflow UI shows: a model-training experiment, rank columns, table artifacts ----
+def test_experiments_are_model_training_ones_new_or_old_and_a_chosen_kind_is_kept(tmp_path, empty_store):
+    uri = _copy(empty_store, tmp_path / "store")
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("old")  # as proxynas created them before: no kind
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    fresh = MLflowHook(uri, "fresh").experiment_id
+    assert MLflowHook(uri, "old").experiment_id == old
+    assert open_experiment(uri, "chosen")[1] == chosen
+    kinds = {e: client.get_experiment(e).tags.get(EXPERIMENT_KIND_TAG) for e in (fresh, old, chosen)}
+    assert kinds == {fresh: "custom_model_development", old: "custom_model_development", chosen: "genai_development"}
+    assert open_experiment(uri, "absent", create=False)[1] is None
+    assert client.get_experiment_by_name("absent") is None
+
+
+def _view(client, experiment_id) -> tuple[dict, list[str]]:
+    view = json.loads(client.get_experiment(experiment_id).tags[VIEW_TAG_PREFIX + RANKS_VIEW])
+    return view, json.loads(view["state"])["selectedColumns"]
+
+
+def test_a_top_level_run_gets_mlflow_tables_and_its_rank_metrics_as_runs_table_columns(tmp_path, empty_store,
+                                                                                       monkeypatch):
+    uri = _copy(empty_store, tmp_path / "store")
+    tracker = MLflowHook(uri, "exp")
+    client, exp = tracker.client, tracker.experiment_id
+    parent = tracker.start_run("pipeline")
+    child = tracker.start_run("report", parent=parent)
+    rows = [{"proxy": "dm", "spearman": 0.5, "extra": "x"}, {"proxy": "few", "spearman": math.nan, "extra": None}]
+    for run in (child, parent):
+        tracker.log_output(run, {"rank_table": Table("rank_table", rows), "empty": Table("empty", [])})
+        tracker.log_output(run, Metrics({"dm.spearman": 0.5, "dm.kendall": 0.4, "dm.topk_precision": 1.0,
+                                         "reference.mean": 90.0}))
+    assert [a.path for a in client.list_artifacts(child)] == ["empty.csv", "rank_table.csv"]  # a stage run: CSV
+    assert [a.path for a in client.list_artifacts(parent)] == ["empty.csv", "rank_table.csv", "rank_table.json"]
+    table = json.loads(Path(client.download_artifacts(parent, "rank_table.json", str(tmp_path))).read_text())
+    assert table["columns"] == ["proxy", "spearman", "extra"]
+    assert table["data"] == [["dm", 0.5, "x"], ["few", None, None]]  # NaN and None are JSON nulls
+    assert json.loads(client.get_run(parent).data.tags["mlflow.loggedArtifacts"]) == [
+        {"path": "rank_table.json", "type": "table"}]
+    monkeypatch.setattr(tracking, "MAX_TABLE_ROWS", 1)  # the UI would load a longer table whole: CSV only
+    tracker.log_output(parent, Table("long", rows))
+    assert {"long.csv", "long.json"} & {a.path for a in client.list_artifacts(parent)} == {"long.csv"}
+
+    view, columns = _view(client, exp)
+    assert columns == ["metrics.`dm.spearman`", "metrics.`dm.kendall`"]  # the parent's, not the stage run's
+    assert view["name"] == "proxynas: rank metrics" and view["createdAt"] == view["updatedAt"]
+    # a later run's rows come first; a row of both runs is not repeated; the view stays one view
+    later = tracker.start_run("pipeline 2")
+    tracker.log_metrics(later, {"kfs.spearman": 0.1, "dm.spearman": 0.2, "kfs.kendall": 0.1})
+    again, columns = _view(client, exp)
+    assert columns == ["metrics.`kfs.spearman`", "metrics.`dm.spearman`", "metrics.`kfs.kendall`",
+                       "metrics.`dm.kendall`"]
+    assert again["createdAt"] == view["createdAt"] <= again["updatedAt"]
+    tracker.log_metrics(later, {f"row{i}.spearman": 0.0 for i in range(MAX_VIEW_COLUMNS + 5)})
+    assert _view(client, exp)[1] == [f"metrics.`row{i}.spearman`" for i in range(MAX_VIEW_COLUMNS)]
+    assert [k for k in client.get_experiment(exp).tags if k.startswith(VIEW_TAG_PREFIX)] == [
+        VIEW_TAG_PREFIX + RANKS_VIEW]
+
+
+def test_runs_table_url_asks_for_the_training_pages_and_the_rank_view_when_there_is_one():
+    base = "http://localhost:5000/"
+    assert runs_table_url(base, "3") == "http://localhost:5000/#/experiments/3/runs?workflowType=machine_learning"
+    assert runs_table_url(base, "3", {VIEW_TAG_PREFIX + RANKS_VIEW: "{}"}) == (
+        "http://localhost:5000/#/experiments/3/runs?workflowType=machine_learning&viewStateShareKey=proxynas-ranks")
 
 
 def test_trial_callback_logs_each_trial_under_one_parent(tmp_path):
