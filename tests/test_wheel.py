@@ -70,3 +70,14 @@ def test_installed_wheel_runs_outside_the_checkout(tmp_path):
         cwd=work, env=env,
     ).stdout
     assert "nb201 15625" in specs and "convnet720 720" in specs, specs
+
+    # the demo pipeline (what `make demo` runs), shrunk to seconds, from the installed wheel
+    demo = work / "demo.yaml"
+    shutil.copy(REPO / "pipelines" / "demo.yaml", demo)
+    shrink = ["sample.num_archs=4", "report.top_k=3", "report.bootstrap=20", "distill.ipc=2",
+              "distill.methods.dm.iterations=2", "proxy.epochs=1", "reference.epochs=1", "run.device=cpu"]
+    ran = _run([sys.executable, "-m", "proxynas", "run", str(demo), "--no-mlflow", "--cache-dir", str(work / "cache"),
+                *(arg for item in shrink for arg in ("--set", item))], cwd=work, env=env).stdout
+    assert "4 architectures; reference: mean test accuracy" in ran, ran
+    assert "\ndm " in ran and "\nrandom " in ran and "\nsynflow " in ran, ran
+    assert "Best ranking: " in ran and "the random subset: dm " in ran, ran

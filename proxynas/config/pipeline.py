@@ -226,7 +226,7 @@ class DistillConfig(Checked):
 class ReportConfig(Checked):
     """Rank-preservation metrics."""
 
-    top_k: int = checked(5, ge=2)
+    top_k: int = checked(5, ge=3)  # the top-k Spearman needs 3 points
     bootstrap: int = checked(1000, ge=0)
     ci: float = checked(0.95, gt=0, lt=1)
     seed: int = 0

@@ -81,7 +81,7 @@ def test_the_search_figure_adds_reference_and_regret_panels_when_a_table_gives_t
 
 def test_an_oracle_search_on_a_table_logs_its_best_so_far_figure(tmp_path, nb201_csv):
     table_ref = f"reference={{name: nb201_table, path: {nb201_csv}, column: cifar10_test_200ep}}"
-    sets = ["run.device=cpu", "sample.num_archs=3", "report.top_k=2", "space.channels=4", table_ref,
+    sets = ["run.device=cpu", "sample.num_archs=3", "report.top_k=3", "space.channels=4", table_ref,
             f"run.cache_dir={tmp_path / 'cache'}", f"run.ledger=sqlite:///{tmp_path / 'ledger.db'}",
             f"run.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "run.name=tiny"]
     parser = argparse.ArgumentParser(prog="proxynas")
