@@ -23,6 +23,15 @@ zero and keeps its input in the graph), so all ReLU modules are counted.
 Codes of identical images are identical, so a batch with repeated images has a
 singular K_H and the score is ``-inf`` (log 0); real minibatches of distinct
 images give finite scores.
+
+Which units count is the setting ``units``. ``relu`` (default) is the paper's:
+ReLU modules only. A network without ReLUs (the 720-ConvNet space's LeakyReLU
+and sigmoid networks) then has no code, K_H = 0, and scores ``-inf``: NASWOT
+ranks every such network last, tied. ``piecewise_linear`` (a deviation, for
+spaces that mix activations) also codes the input of LeakyReLU and PReLU, whose
+linear regions -- the object the paper's codes index (Sec. 3) -- are also cut
+at 0, so the code means the same; smooth activations (sigmoid, tanh, GELU) have
+no linear regions and still score ``-inf``.
 """
 
 from __future__ import annotations
@@ -33,12 +42,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from proxynas.fields import checked
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext
 from proxynas.proxies.zero_cost_batch import ZeroCostBatch, build_network
 
 
-def hamming_kernel(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``K_H`` (float64, ``[B, B]``) of the binary ReLU-input codes of ``net`` on ``x``."""
+#: the modules whose inputs are coded, per ``units`` setting: activations with one kink, at 0
+UNIT_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
+    "relu": (nn.ReLU,),
+    "piecewise_linear": (nn.ReLU, nn.LeakyReLU, nn.PReLU),
+}
+
+
+def hamming_kernel(net: nn.Module, x: torch.Tensor, units: tuple[type[nn.Module], ...] = (nn.ReLU,)) -> torch.Tensor:
+    """``K_H`` (float64, ``[B, B]``) of the binary codes of the inputs of ``net``'s ``units`` modules on ``x``."""
     b = x.shape[0]
     kernel = torch.zeros(b, b, dtype=torch.float64, device=x.device)
 
@@ -48,7 +65,7 @@ def hamming_kernel(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         agree = code @ code.T + (1.0 - code) @ (1.0 - code).T
         kernel.add_(agree.double())
 
-    hooks = [m.register_forward_pre_hook(accumulate) for m in net.modules() if isinstance(m, nn.ReLU)]
+    hooks = [m.register_forward_pre_hook(accumulate) for m in net.modules() if isinstance(m, units)]
     try:
         with torch.no_grad():
             net(x)
@@ -67,11 +84,17 @@ def log_abs_det(kernel: torch.Tensor) -> float:
 @PROXIES.register("naswot")
 @dataclass(frozen=True)
 class NaswotProxy(ZeroCostBatch, Proxy):
-    """log |K_H| of the Hamming kernel of binary ReLU codes over one minibatch."""
+    """log |K_H| of the Hamming kernel of binary ReLU codes over one minibatch.
+
+    ``units``: ``relu`` (the paper's) or ``piecewise_linear`` (LeakyReLU and
+    PReLU too; module doc).
+    """
 
     unit = "log-determinant"
+
+    units: str = checked("relu", choices=tuple(UNIT_TYPES), keyed_when_set=True)
 
     def score(self, arch: str, ctx: ProxyContext) -> float:
         net = build_network(arch, ctx)
         x, _ = self.batch(ctx)
-        return log_abs_det(hamming_kernel(net, x))
+        return log_abs_det(hamming_kernel(net, x, UNIT_TYPES[self.units]))

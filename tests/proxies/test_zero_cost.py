@@ -177,3 +177,29 @@ def test_jacob_cov_scores_an_input_independent_network_lowest(ctx):
     assert dead < jacob.score(ARCH, ctx)
     # the batch is all 40 images: the score of 40 fully correlated Jacobians
     assert dead == jacobian_correlation_score(torch.zeros(40, 3, 8, 8))
+
+
+def test_naswot_units_piecewise_linear_codes_leaky_relu_networks(ctx):
+    from proxynas.proxies.naswot import UNIT_TYPES
+
+    leaky = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.LeakyReLU(0.01),
+                                torch.nn.Linear(32, 10))
+    relu = torch.nn.Sequential(*leaky[:2], torch.nn.ReLU(), leaky[3])
+    x = torch.randn(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    # the paper's units: a network without ReLUs has no code, and a singular (zero) kernel
+    assert torch.all(hamming_kernel(leaky, x) == 0) and log_abs_det(hamming_kernel(leaky, x)) == -math.inf
+    # its LeakyReLU cuts at 0 as a ReLU does: the same codes, the same kernel as the ReLU twin's
+    coded = hamming_kernel(leaky, x, UNIT_TYPES["piecewise_linear"])
+    assert torch.equal(coded, hamming_kernel(relu, x)) and coded[0, 0].item() == 32
+    sigmoid = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.Sigmoid())
+    assert torch.all(hamming_kernel(sigmoid, x, UNIT_TYPES["piecewise_linear"]) == 0)
+
+
+def test_naswot_units_setting_is_keyed_only_when_set():
+    from proxynas.engine.keys import canonicalize
+    from proxynas.proxies import NaswotProxy
+
+    assert canonicalize(NaswotProxy()) == canonicalize(NaswotProxy(units="relu"))
+    assert canonicalize(NaswotProxy()) != canonicalize(NaswotProxy(units="piecewise_linear"))
+    with pytest.raises(ValueError, match="units"):
+        NaswotProxy(units="sigmoid")
