@@ -45,6 +45,21 @@ def test_constant_proxy_gives_nan_not_a_crash(fn):
     assert math.isnan(fn([3.0, 3.0, 3.0, 3.0], [1, 2, 3, 4]))
 
 
+@pytest.mark.parametrize("n", [3, 7, 20, 100, 300])
+def test_spearman_and_kendall_equal_scipys_with_ties_and_infinite_scores(n):
+    from scipy import stats
+
+    rng = np.random.default_rng(n)
+    for trial in range(40):
+        proxy = rng.integers(0, 4, n).astype(float) if trial % 2 else rng.normal(size=n)
+        ref = rng.integers(0, 3, n).astype(float) if trial % 3 == 0 else rng.normal(size=n)
+        if trial % 5 == 0:
+            proxy[: max(1, n // 3)] = -np.inf  # NASWOT's singular kernels: tied at -inf
+        for ours, theirs in ((spearman(proxy, ref), stats.spearmanr(proxy, ref).statistic),
+                             (kendall(proxy, ref), stats.kendalltau(proxy, ref, variant="b").statistic)):
+            assert (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs, abs=1e-12)
+
+
 def test_topk_precision_by_hand():
     proxy = [0.9, 0.8, 0.1, 0.2]
     ref = [0.9, 0.1, 0.8, 0.2]
