@@ -74,7 +74,7 @@ PUBLISHED: dict[str, tuple[tuple[float, float, float] | None, str]] = {
     "kfs": ((59.8, 72.0, 75.0), "Lee et al. 2022 (KFS), Tab. 1: not verified offline; our KFS is KFS-like"),
     "cafe": ((30.3, 46.3, 55.5), "Wang et al. CVPR 2022 (CAFE), Tab. 1, as re-tabulated by Du et al. CVPR 2023"),
     "cafe+dsa": ((31.6, 50.9, 62.3), "Wang et al. CVPR 2022 (CAFE+DSA), Tab. 1, as re-tabulated by Du et al. CVPR 2023"),
-    "rfad": ((53.6, 66.3, 71.1), "Loo et al. NeurIPS 2022 (RFAD), finite ConvNet; IPC 50 not verified offline"),
+    "rfad": ((53.6, 66.3, 71.1), "Loo et al. NeurIPS 2022 (RFAD), finite ConvNet; not verified offline"),
 }
 
 # Where the paper's evaluation (or the method itself) is not what this benchmark can run,
@@ -84,7 +84,7 @@ KNOWN_GAPS: dict[str, str] = {
     "dd": "DD's evaluation replays its learned steps on AlexCifarNet; this replays them on ConvNet-3",
     "frepo": "FRePo's evaluation network (no normalisation) and warm-up/cosine schedule are not run here",
     "rfad": "RFAD's evaluation network (width 1024, no normalisation, full-batch, early stopping) is not run here",
-    "kfs": "KFS's decoder and objective are choices (the preprint's details were not available offline)",
+    "kfs": "KFS's decoders, latent size and optimiser are choices (the preprint's full text and code were not available offline; its objective was, second-hand)",
 }
 
 # Small settings for a two-core CPU on 8x8 digits (the papers' are in each class's docstring).

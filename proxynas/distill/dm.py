@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from proxynas.spaces.base import SearchSpace
 
 SETTING = "distill.methods.dm.lr_img"  # what to lower when the objective diverges
+#: real images embedded at once when a whole class is (``batch_real: None``)
+REAL_EMBED_CHUNK = 1024
 
 
 @DISTILLERS.register("dm")
@@ -101,7 +103,8 @@ class DM(Distiller):
     # divergence at the iteration where it bites
     lr_img: float = checked(1.0, gt=0, allow_nan=True)
     momentum: float = checked(0.5, ge=0, lt=1)
-    batch_real: int = checked(256, gt=0)
+    # None: every real image of the class at every iteration (KFS's full batch)
+    batch_real: int | None = checked(256, gt=0)
     init: str = checked("real", choices=INITS)
     width: int = checked(128, gt=0)
     depth: int = checked(3, gt=0)
@@ -139,13 +142,18 @@ class DM(Distiller):
             aug_seed = draw_seed(generator)
             real.append(augment(real_x[idx[pick.to(idx.device)]], aug_seed))
             fake.append(augment(syn[k * per_class : (k + 1) * per_class], aug_seed))
-        return self.objective(embed, real, fake)
+        # a whole class (batch_real None) can be thousands of images: embedded in pieces, which is
+        # exact for the ConvNet's per-sample (instance) norm; a batch-norm embedder keeps one batch
+        chunk = REAL_EMBED_CHUNK if self.batch_real is None and self.networks == "convnet" else None
+        return self.objective(embed, real, fake, real_chunk=chunk)
 
     def objective(
         self,
         embed: Callable[[torch.Tensor], torch.Tensor],
         real: Sequence[torch.Tensor],
         syn: Sequence[torch.Tensor],
+        *,
+        real_chunk: int | None = None,
     ) -> torch.Tensor:
         """DM eq. 4 for one theta: sum_c || mean_{x in T_c} psi(x) - mean_{s in S_c} psi(s) ||^2.
 
@@ -158,10 +166,14 @@ class DM(Distiller):
         is what DM's released code does for BN models
         (github.com/VICO-UoE/DatasetCondensation): the BN statistics are taken
         over all classes' real images, and over all synthetic images, rather
-        than per class.
+        than per class. ``real_chunk``: embed the real images that many at a
+        time (only for per-sample embedders; a whole class of CIFAR-10 at once
+        would take tens of GB).
         """
         with torch.no_grad():
-            real_feat = embed(torch.cat(list(real))).split([len(r) for r in real])
+            joined = torch.cat(list(real))
+            pieces = [joined] if real_chunk is None else joined.split(real_chunk)
+            real_feat = torch.cat([embed(piece) for piece in pieces]).split([len(r) for r in real])
         syn_feat = embed(torch.cat(list(syn))).split([len(s) for s in syn])
         return sum(((r.mean(0) - s.mean(0)) ** 2).sum() for r, s in zip(real_feat, syn_feat))
 

@@ -17,16 +17,32 @@ cost in storage. Here each class owns ``codes`` latent codes of shape
 
 **The objective** is Distribution Matching's (Zhao & Bilen, WACV 2023, eq.
 4; :class:`~proxynas.distill.dm.DM`) on the decoded images, the
-gradient flowing through the decoders into both factors.
+gradient flowing through the decoders into both factors. KFS's own loss, as
+an equation image cropped from the paper shows it (in reading notes,
+github.com/Liu-Hy/reading-notes-dataset-distillation, ``imgs/KFS eq1.png``;
+its number in the paper is unknown), is that mean-embedding match under a
+random, untrained extractor g:
 
-**What could not be checked**: the paper's text was not available here, so
-the decoder architecture, the latent size, the optimiser and its learning
-rate, the matching objective (read from the paper's framing of DM-style
-condensation, not from its equations) and any regulariser the paper adds
-are this module's choices, named as such below; the presets fill each
-budget by the rule of :func:`proxynas.distill.factorized.units_for_budget`.
-Treat KFS results here as "KFS-like" until they are checked against the
-paper.
+    L = 1/C sum_c 1/2 || 1/N sum_n g(x_{c,n}) - 1/(D M) sum_{d,m} g(f(theta_{c,m}; phi_d)) ||^2
+
+over **all** N real images of class c and all M codes x D decoders -- the
+notes add that the paper uses full batches on both sides because
+sub-sampled real batches give high-variance gradients, and no diversity
+term. Hence ``batch_real`` None (the whole class every iteration; real
+images embedded 1,024 at a time). Differences kept: DM's sum over classes
+instead of 1/(2C) times it (a constant factor, which Adam's step ignores),
+and DSA on both sides (``dsa``; the cropped equation shows no augmentation,
+and whether the paper's runs used one could not be checked: ``dsa: none``
+drops it).
+
+**What could not be checked**: the paper's full text was not available here
+(its abstract and the equation above were), and it has no released code, so
+the decoder architecture (the notes say only "generator networks with
+transpose convolution layers"), the latent size, the number of decoders,
+the optimiser and its learning rate are this module's choices, named as
+such below; the presets fill each budget by the rule of
+:func:`proxynas.distill.factorized.units_for_budget`. Treat KFS results
+here as "KFS-like" until they are checked against the paper.
 """
 
 from __future__ import annotations
@@ -151,9 +167,10 @@ class KFS(FactorizedDistiller):
     when the factors store more than ``ipc`` images per class.
 
     Matching follows DM (its class's experimental settings): each iteration
-    a fresh random ConvNet (``width`` 128, ``depth`` 3) embeds up to
-    ``batch_real`` 256 real images per class and every decoded image, both
-    under the same DSA draw per class (``dsa``), ``iterations`` 20000. The
+    a fresh random ConvNet (``width`` 128, ``depth`` 3) embeds every real
+    image of each class (``batch_real`` None, KFS's full batch; a number
+    samples that many, as DM does) and every decoded image, both under the
+    same DSA draw per class (``dsa``), ``iterations`` 20000. The
     factors follow Adam at ``lr`` 0.01 (this module's choice: DM's SGD at
     lr 1 is for pixels, not decoder weights). ``Summary.history`` holds
     DM's eq. 4 of every iteration. A checkpoint holds the codes, the
@@ -180,7 +197,7 @@ class KFS(FactorizedDistiller):
     latent_downsample: int = checked(DEFAULT_SIZES["latent_downsample"], gt=0)
     hidden: int = checked(DEFAULT_SIZES["hidden"], gt=0)
     lr: float = checked(0.01, gt=0)
-    batch_real: int = checked(256, gt=0)
+    batch_real: int | None = checked(None, gt=0)
     width: int = checked(128, gt=0)
     depth: int = checked(3, gt=0)
     dsa: str = checked(DEFAULT_STRATEGY, check=check_strategy)
@@ -216,8 +233,8 @@ class KFS(FactorizedDistiller):
     ) -> Summary:
         """Minimise DM's eq. 4 on the decoded images over codes and decoders.
 
-        Each iteration draws a seeded ConvNet, up to ``batch_real`` real
-        images per class and one DSA seed per class shared by its real and
+        Each iteration draws a seeded ConvNet, ``batch_real`` real images
+        per class (all of them when None) and one DSA seed per class shared by its real and
         decoded images (siamese), all from one CPU generator seeded with
         ``seed`` (which also initialises the factors). The loop resumes from
         and saves into ``checkpoint`` (:class:`~proxynas.distill.checkpoint.Loop`).

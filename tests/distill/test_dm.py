@@ -156,3 +156,27 @@ class TestDMSpaceAwareContract(SpaceAwareDistillerContract):
 
 class TestDMContract(DistillerContract):
     distiller = DM(iterations=12, **SMALL)
+
+
+def test_batch_real_none_matches_every_image_of_each_class_embedded_in_pieces(monkeypatch):
+    import proxynas.distill.dm as dm_module
+    from proxynas.distill.base import class_indices
+    from proxynas.testing.distillers import tiny_images
+
+    data = tiny_images()
+    indices = class_indices(data)
+    syn = torch.randn(3 * 2, *data.shape, generator=torch.Generator().manual_seed(1))
+    net = seeded_convnet(data, 0, torch.device("cpu"), width=8, depth=2)
+
+    def loss(method, chunk):
+        monkeypatch.setattr(dm_module, "REAL_EMBED_CHUNK", chunk)
+        return method.iteration_loss(net.embed, data.x, indices, syn, 2, torch.Generator().manual_seed(0))
+
+    everything = DM(batch_real=max(len(i) for i in indices), dsa="none")
+    whole_class = DM(batch_real=None, dsa="none")
+    # the same draws, all of each class's images; embedded 5 at a time (in pieces) -- same loss
+    torch.testing.assert_close(loss(whole_class, 5), loss(everything, 5), rtol=1e-5, atol=1e-6)
+    calls = []
+    monkeypatch.setattr(net, "embed", lambda x, embed=net.embed: calls.append(len(x)) or embed(x))
+    loss(whole_class, 5)
+    assert max(calls[:-1]) <= 5 and sum(calls[:-1]) == len(data.x)  # the real side in pieces, the syn side whole

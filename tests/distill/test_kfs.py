@@ -105,3 +105,8 @@ def test_a_diverging_learning_rate_is_a_divergence_naming_it():
 def test_a_nan_learning_rate_is_rejected_with_the_settings():
     with pytest.raises(ValueError, match="lr must be"):
         KFS(lr=float("nan"))
+
+
+def test_matching_defaults_to_the_whole_class_as_kfs_full_batch():
+    assert KFS().batch_real is None and KFS().matching.batch_real is None
+    assert KFS(batch_real=64).matching.batch_real == 64
