@@ -54,7 +54,7 @@ UNIT_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
 }
 
 
-def hamming_kernel(net: nn.Module, x: torch.Tensor, units: tuple[type[nn.Module], ...] = (nn.ReLU,)) -> torch.Tensor:
+def hamming_kernel(net: nn.Module, x: torch.Tensor, units: tuple[type[nn.Module], ...] = UNIT_TYPES["relu"]) -> torch.Tensor:
     """``K_H`` (float64, ``[B, B]``) of the binary codes of the inputs of ``net``'s ``units`` modules on ``x``."""
     b = x.shape[0]
     kernel = torch.zeros(b, b, dtype=torch.float64, device=x.device)
