@@ -50,6 +50,7 @@ from proxynas.data.zca import RELEASED_SETTINGS, ZCA
 from proxynas.distill import DISTILLERS, Distiller, Summary
 from proxynas.distill.base import EvaluationProtocol, preset_name
 from proxynas.models import ConvNet
+from proxynas.progress import null_progress
 from proxynas.training import accuracy
 
 # Published CIFAR-10 test accuracy (%) of ConvNet-3 trained on IPC 1 / 10 / 50 summaries.
@@ -165,6 +166,28 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak_bytes = max(self._top, self._rss()) - self._base
+
+
+class Ticker:
+    """A progress callback printing ``done/total`` and the seconds since the phase began, about ``prints`` times per phase.
+
+    A method reports several phases (MTT's experts, then its iterations):
+    a new phase starts whenever ``total`` changes or ``done`` goes back.
+    """
+
+    def __init__(self, name: str, prints: int) -> None:
+        self.name, self.prints = name, max(1, prints)
+        self.total, self.last, self.start, self.next = None, 0, 0.0, 0
+
+    def __call__(self, done: int, total: int, **info: float) -> None:
+        now = time.perf_counter()
+        if total != self.total or done < self.last:
+            self.total, self.start, self.next = total, now, 0
+        self.last = done
+        if done >= self.next or done == total:
+            extra = "".join(f" {k} {v:.4g}" for k, v in info.items() if isinstance(v, (int, float)))
+            print(f"    {self.name} {done}/{total} after {now - self.start:.1f} s{extra}", flush=True)
+            self.next = done + max(1, total // self.prints)
 
 
 def cutmix(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, prob: float = 0.5):
@@ -369,6 +392,10 @@ def main(argv=None) -> int:
     parser.add_argument("--hard-labels", action="store_true",
                         help="train the evaluation net on the images' classes even when a summary carries learned labels")
     parser.add_argument("--no-zca", action="store_true", help="do not ZCA-whiten for methods whose papers did")
+    parser.add_argument("--progress", type=int, default=0, metavar="N",
+                        help="print each method's progress (iteration, elapsed seconds) about N times per phase")
+    parser.add_argument("--skip-eval", action="store_true",
+                        help="distil and time only (the accuracy column reads n/a): probes of a method's cost")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -398,13 +425,16 @@ def main(argv=None) -> int:
         for seed in range(args.seeds):
             with PeakMemory(device) as mem:
                 start = time.perf_counter()
-                summary = method.distill(data_train, args.ipc, seed=seed, device=device)
+                summary = method.distill(data_train, args.ipc, seed=seed, device=device,
+                                         progress=Ticker(name, args.progress) if args.progress else null_progress)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 times.append(time.perf_counter() - start)
             peaks.append(mem.peak_bytes / 2**20)
-            accs.append(evaluate(summary, data_test, protocol, seed=seed, device=device))
-            print(f"  {name:8s} ipc {args.ipc:3d} seed {seed}: acc {accs[-1]:5.1f}%  distill {times[-1]:7.1f} s"
+            if not args.skip_eval:
+                accs.append(evaluate(summary, data_test, protocol, seed=seed, device=device))
+            acc = f"{accs[-1]:5.1f}%" if accs else "  n/a"
+            print(f"  {name:8s} ipc {args.ipc:3d} seed {seed}: acc {acc}  distill {times[-1]:7.1f} s"
                   f"  peak {peaks[-1]:7.1f} MiB", flush=True)
         per_class = len(summary.data) // summary.data.num_classes
         rows.append((name, method, accs, times, peaks, per_class, summary.storage, chosen, protocol,

@@ -15,10 +15,23 @@ batch 256) and scores them on the same ``--eval-size`` validation images:
     default thread count;
 (b) ``per-arch``: proxynas's path, ``score_all`` with one arch per training
     (``arch_batch: 1``), in-process;
-(c) ``workers=N``: (b) in N forked worker processes (``run.workers``; what
-    ``--jobs`` does for whole rows) -- CPU only;
+(c) on a CPU ``workers=N``: (b) in N forked worker processes
+    (``run.workers``; what ``--jobs`` does for whole rows); on a GPU ``N
+    processes`` (``--processes``): (b) in N spawned processes sharing the
+    card, each with its own CUDA context, as ``--jobs N`` or N ``run.storage``
+    workers on one machine run (their memory is not in the peak column);
 (d) ``fused K``: ``TrainProxy(arch_batch=K)``, K networks trained as one
     (:mod:`proxynas.models.fused`), in-process and, on a CPU, in N workers.
+
+``--variants`` picks which run (``a,b,c,d``); ``--steps N`` replaces the
+size's schedule with N training steps, for a quick first look at each
+variant's step rate on a short lease; ``--contiguous`` trains the fused
+networks in NCHW instead of channels-last, ``--cudnn-benchmark`` lets
+cuDNN time its algorithms per shape and ``--compile`` runs each fused group
+through ``torch.compile`` (the suspects and the remedy to try when fusion is
+slow on a GPU; the per-arch paths (a)-(c) are never compiled). Each variant prints its line (with peak memory and GPU utilisation)
+as soon as it is done and a fused run prints its progress, so a run stopped
+by a timeout still reports what it finished.
 
 It prints one table: seconds, archs/minute, the speed-up over (a), peak
 memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS) and, on
@@ -34,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -124,7 +138,56 @@ def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: 
     return accs
 
 
+# -- (c) on a GPU: processes sharing the card ------------------------------------------
+def _score_slice(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, threads: int) -> list[float]:
+    torch.set_num_threads(threads)
+    return [r["values"]["val_acc"] for r in score_all(proxy, archs, ctx, workers=1)]
+
+
+def process_scores(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, processes: int) -> list[float]:
+    """Final validation accuracy of each arch, the archs split into ``processes`` spawned processes.
+
+    What ``--jobs N`` or N ``run.storage`` workers do on one machine: each
+    process has its own CUDA context and launches its own kernels, so the
+    host-side launch overhead of small networks runs N-wide. Each process
+    gets a contiguous slice of the archs and only the summary and the
+    validation images.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    slim = replace(ctx, dataset=replace(ctx.dataset, train=ctx.train_data))
+    size = math.ceil(len(archs) / processes)
+    slices = [archs[i:i + size] for i in range(0, len(archs), size)]
+    threads = max(1, (os.cpu_count() or 1) // len(slices))
+    with ProcessPoolExecutor(len(slices), mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_score_slice, [proxy] * len(slices), slices, [slim] * len(slices),
+                              [threads] * len(slices)))
+    return [acc for part in parts for acc in part]
+
+
 # -- measuring ------------------------------------------------------------------------
+class Ticker:
+    """Progress of a long variant: one line per epoch milestone (about 10 per group), with elapsed seconds."""
+
+    def __init__(self, start: float) -> None:
+        self.start, self.next = start, 0
+
+    def __call__(self, done: int, total: int, **info) -> None:
+        # score_all reports epochs of the group in training as info["epoch"] == "done/epochs"
+        epoch, _, epochs = str(info.get("epoch", "")).partition("/")
+        if epoch.isdigit() and epochs.isdigit():
+            epoch, epochs = int(epoch), int(epochs)
+            if epoch >= self.next or epoch == epochs:
+                print(f"    epoch {epoch}/{epochs} of a group; {done}/{total} archs done;"
+                      f" {time.perf_counter() - self.start:.1f} s", flush=True)
+                self.next = epoch + max(1, epochs // 10)
+            if epoch == epochs:
+                self.next = 0
+        elif done:
+            print(f"    {done}/{total} archs done; {time.perf_counter() - self.start:.1f} s", flush=True)
+
+
 class GpuSampler:
     """Mean GPU utilisation (%) from ``nvidia-smi`` while the block runs (None off CUDA)."""
 
@@ -187,7 +250,8 @@ def _load(size: Size, data_root: str | None, seed: int) -> tuple[DatasetSplits, 
         return Digits().load(), "sklearn digits (no CIFAR-10 found: pass --data-root)"
     from proxynas.data import DATASETS
 
-    source = DATASETS.get("imagefolder")(root=root, image_size=size.image_size, val_fraction=0.1)
+    source = DATASETS.get("imagefolder")(root=root, image_size=size.image_size, val_fraction=0.1,
+                                         workers=min(8, os.cpu_count() or 1))
     return source.load(), f"CIFAR-10 {size.image_size}x{size.image_size} ({root})"
 
 
@@ -206,13 +270,29 @@ def main(argv=None) -> int:
                         help="archs for (a) and (b), the slow loops (default: all); rates are per arch")
     parser.add_argument("--k", default="4,8,16", help="comma list of arch_batch values for (d); 'auto' measures the count that fits the device")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for (c) and (d) on a CPU")
+    parser.add_argument("--steps", type=int, default=None, help="training steps instead of the size's schedule")
+    parser.add_argument("--variants", default="a,b,c,d",
+                        help="comma list of the variants to run (default all); the agreement tables need a, b and d")
+    parser.add_argument("--processes", default="4,12",
+                        help="comma list of process counts for (c) on a GPU (spawned, sharing the card)")
+    parser.add_argument("--contiguous", action="store_true",
+                        help="fused training in NCHW instead of channels-last on CUDA (proxy.channels_last: false)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each fused group's training forward (proxy.compile: true)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN time its algorithms for each convolution shape (torch.backends.cudnn.benchmark)")
     parser.add_argument("--eval-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root", help="CIFAR-10 ImageFolder folder or .tar.gz (default: the workplace copy)")
     args = parser.parse_args(argv)
 
+    variants = set(args.variants.split(","))
+    if not variants <= {"a", "b", "c", "d"}:  # before the data is loaded
+        parser.error(f"--variants takes a comma list of a, b, c, d; got {args.variants!r}")
     size = SIZES[args.size]
+    if args.steps:
+        size = replace(size, steps=args.steps, epochs=None)
     device = resolve_device(args.device)
     data, described = _load(size, args.data_root, args.seed)
     train = _summary(data, size.ipc, args.seed)
@@ -220,7 +300,9 @@ def main(argv=None) -> int:
     space = NB201Space(channels=size.channels, cells_per_stage=size.cells)
     archs = space.sample(args.archs, seed=args.seed)
     slow = archs[: args.naive_archs or len(archs)]
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     proxy = TrainProxy(batch_size=256, lr=0.05, augment="dsa", eval_size=args.eval_size,
+                       channels_last=not args.contiguous, compile=args.compile,
                        **({"steps": size.steps} if size.steps else {"epochs": size.epochs}))
     ctx = ProxyContext(space=space, dataset=replace(data, val=held_out), train_data=train, device=device,
                        seed=args.seed)
@@ -230,7 +312,8 @@ def main(argv=None) -> int:
           f" NB201 C={size.channels} N={size.cells}, {described}, ipc {size.ipc} ({len(train)} images),"
           f" {f'{size.steps} steps' if size.steps else f'{size.epochs} epochs'} of batch 256 with DSA,"
           f" scored on {len(held_out)} val images; {len(archs)} archs (seed {args.seed}),"
-          f" {len(slow)} for the one-at-a-time loops", flush=True)
+          f" {len(slow)} for the one-at-a-time loops; fused {'NCHW' if args.contiguous else 'channels-last'},"
+          f" cudnn.benchmark {args.cudnn_benchmark}, compiled {args.compile}", flush=True)
 
     rows = []
 
@@ -238,37 +321,62 @@ def main(argv=None) -> int:
         result, seconds, memory, util = _timed(device, fn)
         rate = 60 * len(archs_run) / seconds
         rows.append((name, len(archs_run), seconds, rate, memory, util))
-        print(f"  {name:<22} {len(archs_run):>5} archs {seconds:8.1f} s {rate:8.1f} archs/min", flush=True)
+        # everything the table holds, so a run stopped later still reports this variant whole
+        print(f"  {name:<22} {len(archs_run):>5} archs {seconds:8.1f} s {rate:8.1f} archs/min"
+              f"  peak {memory:.0f} MiB" + (f"  GPU util {util:.0f}%" if util is not None else ""), flush=True)
         return result
 
-    naive = measure("(a) naive loop", slow,
-                    lambda: naive_scores(slow, space, data, train, held_out, proxy, device, args.seed))
+    naive = per_arch = None
+    if "a" in variants:
+        naive = measure("(a) naive loop", slow,
+                        lambda: naive_scores(slow, space, data, train, held_out, proxy, device, args.seed))
 
     def accs(results):
         return [r["values"]["val_acc"] for r in results]
 
-    per_arch = accs(measure("(b) per-arch", slow, lambda: score_all(proxy, slow, ctx, workers=1)))
-    if cpu:
+    if "b" in variants:
+        per_arch = accs(measure("(b) per-arch", slow, lambda: score_all(proxy, slow, ctx, workers=1)))
+    if cpu and "c" in variants:
         measure(f"(c) workers={args.workers}", archs, lambda: score_all(proxy, archs, ctx, workers=args.workers))
+    elif "c" in variants:
+        for count in [int(v) for v in args.processes.split(",")]:
+            measure(f"(c) {count} processes", archs, lambda: process_scores(proxy, archs, ctx, count))
     fused: dict[int | str, list[float]] = {}
-    for k in [v if v == "auto" else int(v) for v in args.k.split(",")]:
+    for k in [v if v == "auto" else int(v) for v in args.k.split(",")] if "d" in variants else []:
         batched = replace(proxy, arch_batch=k)
-        fused[k] = accs(measure(f"(d) fused K={k}", archs, lambda: score_all(batched, archs, ctx, workers=1)))
+        chosen: list[int] = []
+
+        begun = time.perf_counter()
+
+        def fused_run():
+            # auto's memory probe is timed with the run it sizes
+            fitted = batched.fitted_to(archs, ctx)
+            chosen.append(fitted.arch_batch)
+            print(f"    K={k}: training {len(archs)} archs in groups of {fitted.arch_batch}"
+                  f" ({time.perf_counter() - begun:.1f} s after the start)", flush=True)
+            return score_all(fitted, archs, ctx, workers=1, progress=Ticker(time.perf_counter()))
+
+        fused[k] = accs(measure(f"(d) fused K={k}", archs, fused_run))
+        if k == "auto":
+            rows[-1] = (f"(d) fused K=auto (chose {chosen[0]})", *rows[-1][1:])
         if cpu:
             measure(f"(d) fused K={k} workers={args.workers}", archs,
                     lambda: score_all(batched, archs, ctx, workers=args.workers))
 
-    base = rows[0][3]
+    base = rows[0][3] if naive is not None else None
     print(f"\n| variant ({device.type.upper()}) | archs | seconds | archs/min | vs (a) | peak memory MiB |"
           + (" GPU util % |" if not cpu else ""))
     print("|---|---|---|---|---|---|" + ("---|" if not cpu else ""))
     for name, n, seconds, rate, memory, util in rows:
-        line = f"| {name} | {n} | {seconds:.1f} | {rate:.1f} | {rate / base:.2f}x | {memory:.0f} |"
+        ratio = f"{rate / base:.2f}x" if base else "n/a"
+        line = f"| {name} | {n} | {seconds:.1f} | {rate:.1f} | {ratio} | {memory:.0f} |"
         print(line + (f" {util:.0f} |" if not cpu and util is not None else " n/a |" if not cpu else ""))
     best_name, _, _, best_rate, _, _ = max(rows, key=lambda r: r[3])
     print(f"\nall {NB201_CELLS:,} NB201 cells at the fastest rate measured ({best_name}, {best_rate:.1f} archs/min):"
           f" {NB201_CELLS / best_rate / 60:.1f} h (extrapolated, not measured)")
 
+    if naive is None or per_arch is None or not fused:
+        return 0
     k_best = max(fused, key=lambda k: float("inf") if k == "auto" else k)
     fused_slow = fused[k_best][: len(slow)]
     print(f"\nagreement on the same {len(slow)} archs (final val accuracy %); (a) vs (b) differ only in float"

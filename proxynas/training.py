@@ -46,6 +46,18 @@ class TrainSettings(Checked):
 
     ``curve_every``: measure validation loss/accuracy every that many epochs
     while training (0 = only after the last epoch, which is always measured).
+
+    ``channels_last``: fused training (:func:`fit_fused`) on CUDA runs its
+    activations channels-last (true) or NCHW (false): grouped convolutions
+    with few channels per group are not always faster channels-last, which
+    ``benchmarks/throughput.py --contiguous`` measures.
+
+    ``compile``: fused training runs its training forward (and so its
+    backward) through ``torch.compile``, which can fuse the per-edge
+    gathers, ReLUs and BatchNorms of a fused group into fewer kernels; it
+    compiles once per batch shape of each group (minutes), so it can pay only
+    for large groups and long schedules, and has not yet been shown to pay
+    (``benchmarks/throughput.py --compile``). Evaluation runs uncompiled.
     """
 
     epochs: int = checked(50, ge=1)
@@ -63,6 +75,11 @@ class TrainSettings(Checked):
     soft_labels: bool = True
     lr_from_summary: bool = False
     curve_every: int = checked(0, ge=0)
+    # A speed knob of fused training on CUDA (channels-last or NCHW activations); it changes only
+    # float rounding, and is out of cache keys at its default so existing caches stay valid.
+    channels_last: bool = checked(True, keyed_when_set=True)
+    # torch.compile the fused network's training forward (not by default: see the docstring)
+    compile: bool = checked(False, keyed_when_set=True)
 
     def budget_epochs(self, num_images: int) -> int:
         """Passes over ``num_images`` training images the budget makes (the last possibly partial)."""
@@ -227,18 +244,21 @@ def fit_fused(
     (the networks' losses are summed for one backward pass, so each gets its
     own gradient) and so is its learning curve, one per network in order.
     A non-finite loss in any network raises DivergenceError naming the first
-    such network. On CUDA the fused network runs channels-last.
+    such network. On CUDA the fused network runs channels-last unless
+    ``settings.channels_last`` is false.
     """
     count = len(labels)
     fused.to(device).train()
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" and settings.channels_last
+    if channels_last:
         fused.to(memory_format=torch.channels_last)
     hard = soft_labels is None or not settings.soft_labels
+    forward = torch.compile(fused, dynamic=False) if settings.compile else fused
 
     def losses(xb: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
-        if device.type == "cuda":
+        if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        logits = fused(xb).float()
+        logits = forward(xb).float()
         if teacher_logits is not None:
             return _per_network_kd(logits, teacher_logits, temperature)
         if hard:
@@ -248,7 +268,7 @@ def fit_fused(
         return per_network_cross_entropy(logits, target.softmax(dim=1))
 
     def measure() -> list[tuple[float, float]]:
-        result = evaluate_fused(fused, eval_data, count, device=device)
+        result = evaluate_fused(fused, eval_data, count, device=device, channels_last=settings.channels_last)
         fused.train()
         return result
 
@@ -447,7 +467,8 @@ def accuracy(model: nn.Module, data: ImageData, *, device: torch.device, batch_s
 
 @torch.no_grad()
 def evaluate_fused(
-    fused: nn.Module, data: ImageData, count: int, *, device: torch.device, batch_size: int = 1024
+    fused: nn.Module, data: ImageData, count: int, *, device: torch.device, batch_size: int = 1024,
+    channels_last: bool = True,
 ) -> list[tuple[float, float]]:
     """:func:`evaluate` for ``count`` fused networks: one ``(mean cross-entropy, accuracy %)`` each.
 
@@ -459,7 +480,7 @@ def evaluate_fused(
     for start in range(0, len(data), batch_size):
         xb = data.x[start : start + batch_size].to(device)
         yb = data.y[start : start + batch_size].to(device)
-        if device.type == "cuda":
+        if device.type == "cuda" and channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = fused(xb)  # [B, n, classes]

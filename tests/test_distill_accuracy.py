@@ -118,3 +118,25 @@ def test_the_paper_preset_picks_the_protocol_of_that_preset(bench):
     assert chosen == "paper" and method.lr_img == 1000.0  # MTT's un-whitened IPC 50 row
     protocol, departs = bench.protocol_for(method, args, "cifar10-ipc50")
     assert protocol.zca is False and departs == []
+
+
+def test_the_ticker_prints_each_phase_from_its_own_start(bench, capsys):
+    ticker = bench.Ticker("mtt", prints=2)
+    for done in (1, 2, 3, 4):  # experts: total 4
+        ticker(done, 4)
+    for done in (10, 20, 30, 40):  # iterations: a new total starts a new phase
+        ticker(done, 40, loss=0.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" after ")[0].strip() for line in lines] == [
+        "mtt 1/4", "mtt 3/4", "mtt 4/4", "mtt 10/40", "mtt 30/40", "mtt 40/40"]
+    assert lines[-1].endswith("loss 0.5")
+
+
+def test_skip_eval_times_the_distillation_alone_and_prints_its_progress(bench, capsys):
+    assert bench.main(["--methods", "dm", "--seeds", "1", "--ipc", "2", "--threads", "1", "--skip-eval",
+                       "--progress", "2", "--set", "dm.iterations=20"]) == 0
+    out = capsys.readouterr().out
+    assert "    dm 10/20 after " in out and "    dm 20/20 after " in out
+    assert "acc   n/a" in out
+    row = next(line for line in out.splitlines() if line.startswith("| dm |"))
+    assert [c.strip() for c in row.strip("|").split("|")][4] == "-"  # no accuracy without an evaluation

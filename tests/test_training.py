@@ -261,3 +261,41 @@ def test_flip_augmentation_draws_from_the_step_seed_not_the_global_generator():
     first, second = trained(1), trained(2)
     for p, q in zip(first.parameters(), second.parameters()):
         assert torch.equal(p, q)
+
+
+def test_the_channels_last_knob_is_keyed_only_when_switched_off():
+    from proxynas.engine.keys import value_key
+    from proxynas.proxies import TrainProxy
+
+    assert value_key(TrainProxy()) == value_key(TrainProxy(channels_last=True))  # old caches stay valid
+    assert value_key(TrainProxy(channels_last=False)) != value_key(TrainProxy())
+    with pytest.raises((TypeError, ValueError)):
+        TrainSettings(channels_last="yes")
+
+
+def test_compile_runs_the_fused_training_forward_through_torch_compile(monkeypatch):
+    # compiling for real takes minutes on a CPU: a stand-in records what is compiled and runs it as is
+    from proxynas.evaluation import score_all
+    from proxynas.proxies import ProxyContext, TrainProxy
+    from proxynas.spaces import NB201Space
+    from proxynas.testing.proxies import separable_data
+
+    compiled = []
+
+    def fake_compile(module, **options):
+        compiled.append((type(module).__name__, options))
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    splits = separable_data()
+    space = NB201Space(channels=4, cells_per_stage=1)
+    archs = space.sample(2, seed=0)
+    ctx = ProxyContext(space=space, dataset=splits, train_data=splits.train, device=torch.device("cpu"), seed=0)
+
+    def scores(**settings):
+        return [r["value"] for r in score_all(TrainProxy(epochs=2, batch_size=8, arch_batch=2, **settings), archs, ctx)]
+
+    plain = scores()
+    assert compiled == []
+    assert scores(compile=True) == plain
+    assert compiled == [("FusedNB201Network", {"dynamic": False})]

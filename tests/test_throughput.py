@@ -1,0 +1,78 @@
+"""benchmarks/throughput.py on a tiny ImageFolder: the variants chosen, the table and the agreement."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxynas.testing.datasets import write_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/throughput.py` has it, for `workplace`
+    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("throughput", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return str(write_image_folder(tmp_path_factory.mktemp("tp"), n_train=14, n_test=2))
+
+
+def test_the_naive_loop_per_arch_path_and_fused_batch_run_on_the_same_archs(bench, folder, capsys):
+    assert bench.main(["--archs", "3", "--naive-archs", "2", "--variants", "a,b,d", "--k", "3", "--eval-size", "6", "--steps", "12",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| (")]
+    assert names[:3] == ["(a) naive loop", "(b) per-arch", "(d) fused K=3"]
+    assert not any(name.startswith("(c)") for name in names)  # not asked for
+    agreement = next(line for line in out.splitlines() if line.startswith("| (b) per-arch vs (d) fused K=3 |"))
+    assert float(agreement.split("|")[3]) < 1e-6  # same algorithm, same float32 arithmetic on one CPU
+
+
+def test_the_fused_variant_alone_has_no_baseline_or_agreement(bench, folder, capsys):
+    assert bench.main(["--archs", "2", "--variants", "d", "--k", "auto", "--eval-size", "6", "--steps", "12",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| (d) fused K=auto (chose 1) |"))
+    assert row.split("|")[5].strip() == "n/a"  # no naive loop to compare with
+    assert "agreement" not in out
+
+
+def test_an_unknown_variant_is_refused(bench, folder):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--variants", "a,x", "--data-root", folder, "--device", "cpu"])
+    assert exc.value.code == 2
+
+
+def test_processes_sharing_a_device_score_every_arch_as_one_process_does(bench, folder):
+    from dataclasses import replace
+
+    import torch
+
+    from proxynas.data import DATASETS
+    from proxynas.evaluation import score_all
+    from proxynas.proxies import ProxyContext, TrainProxy
+    from proxynas.proxies.training import stratified_subset
+    from proxynas.spaces import NB201Space
+
+    data = DATASETS.get("imagefolder")(root=folder, image_size=16, val_fraction=0.1).load()
+    space = NB201Space(channels=8, cells_per_stage=1)
+    archs = space.sample(3, seed=0)
+    proxy = TrainProxy(batch_size=256, lr=0.05, augment="dsa", eval_size=6, steps=8)
+    ctx = ProxyContext(space=space, dataset=replace(data, val=stratified_subset(data.val, 6, 0)),
+                       train_data=bench._summary(data, 10, 0), device=torch.device("cpu"), seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each spawned process of two on two cores runs
+    try:
+        alone = [r["values"]["val_acc"] for r in score_all(proxy, archs, ctx, workers=1)]
+    finally:
+        torch.set_num_threads(threads)
+    assert bench.process_scores(proxy, archs, ctx, 2) == alone  # in arch order, each arch once
