@@ -13,7 +13,9 @@ again at the end (the tool returns only the tail of the output).
 2. ``throughput_quick`` (issue 13): ``throughput.py --size gpu --steps 20``
    on a few archs, every variant -- (a), (b), (c) processes sharing the
    card, (d) fused at two K -- then (d) again in NCHW and with
-   ``cudnn.benchmark``: each variant's step rate in about a minute each.
+   ``cudnn.benchmark``, and (b) and (d) under torch.profiler: each
+   variant's step rate, and where a step's device time goes, in about a
+   minute each.
 3. ``throughput`` (issue 13): ``benchmarks/throughput.py --size gpu`` -- the
    naive loop (a), the per-arch path (b) and fused training at ``K=auto`` (d)
    on the same uniformly drawn NB201 cells in this one call
@@ -157,8 +159,9 @@ def main(argv=None) -> int:
         quick = [*throughput, "--steps", "20", "--archs", "24", "--naive-archs", "4"]
         for name, extra in (("throughput_quick", ["--variants", "a,b,c,d", "--k", "8,24", "--processes", "4,12"]),
                             ("throughput_nchw", ["--variants", "d", "--k", "8,24", "--contiguous"]),
-                            ("throughput_cudnn", ["--variants", "d", "--k", "8,24", "--cudnn-benchmark"])):
-            results[name] = run_part(name, [*quick, *extra], min(0.15 * args.budget, left()), out)[0]
+                            ("throughput_cudnn", ["--variants", "d", "--k", "8,24", "--cudnn-benchmark"]),
+                            ("throughput_profile", ["--variants", "b,d", "--k", "24", "--profile"])):
+            results[name] = run_part(name, [*quick, *extra], min(0.12 * args.budget, left()), out)[0]
     if "throughput" in parts:
         extra = (args.throughput_args.split() if args.throughput_args else
                  ["--archs", str(args.archs), "--naive-archs", str(args.naive_archs), "--k", "auto",

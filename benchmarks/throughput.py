@@ -29,9 +29,12 @@ variant's step rate on a short lease; ``--contiguous`` trains the fused
 networks in NCHW instead of channels-last, ``--cudnn-benchmark`` lets
 cuDNN time its algorithms per shape and ``--compile`` runs each fused group
 through ``torch.compile`` (the suspects and the remedy to try when fusion is
-slow on a GPU; the per-arch paths (a)-(c) are never compiled). Each variant prints its line (with peak memory and GPU utilisation)
-as soon as it is done and a fused run prints its progress, so a run stopped
-by a timeout still reports what it finished.
+slow on a GPU; the per-arch paths (a)-(c) are never compiled);
+``--profile`` prints each in-process variant's costliest operators
+(torch.profiler; the device's self time on CUDA), to see where a step's
+time goes. Each variant prints its line (with peak memory and GPU
+utilisation) as soon as it is done and a fused run prints its progress, so
+a run stopped by a timeout still reports what it finished.
 
 It prints one table: seconds, archs/minute, the speed-up over (a), peak
 memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS) and, on
@@ -229,13 +232,27 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _timed(device: torch.device, fn):
+def profiled(device: torch.device, fn, rows: int = 15):
+    """``fn()`` under torch.profiler; prints the operators taking the most self time (device time on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        result = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
+    return result
+
+
+def _timed(device: torch.device, fn, profile: bool = False):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     with GpuSampler(device) as gpu:
         start = time.perf_counter()
-        result = fn()
+        result = profiled(device, fn) if profile else fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - start
@@ -281,6 +298,9 @@ def main(argv=None) -> int:
                         help="torch.compile each fused group's training forward (proxy.compile: true)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its algorithms for each convolution shape (torch.backends.cudnn.benchmark)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run each in-process variant under torch.profiler and print its costliest operators"
+                             " (use with a short --steps; the profiler slows the timed run)")
     parser.add_argument("--eval-size", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -318,7 +338,7 @@ def main(argv=None) -> int:
     rows = []
 
     def measure(name: str, archs_run: list[str], fn) -> list[float]:
-        result, seconds, memory, util = _timed(device, fn)
+        result, seconds, memory, util = _timed(device, fn, profile=args.profile and not name.startswith("(c)"))
         rate = 60 * len(archs_run) / seconds
         rows.append((name, len(archs_run), seconds, rate, memory, util))
         # everything the table holds, so a run stopped later still reports this variant whole

@@ -76,3 +76,10 @@ def test_processes_sharing_a_device_score_every_arch_as_one_process_does(bench, 
     finally:
         torch.set_num_threads(threads)
     assert bench.process_scores(proxy, archs, ctx, 2) == alone  # in arch order, each arch once
+
+
+def test_profile_prints_the_costliest_operators_of_each_in_process_variant(bench, folder, capsys):
+    assert bench.main(["--archs", "1", "--variants", "b", "--eval-size", "6", "--steps", "3", "--profile",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "Self CPU time total" in out and "aten::convolution_backward" in out
