@@ -12,7 +12,7 @@ again at the end (the tool returns only the tail of the output).
 1. ``env``: the card (``nvidia-smi -L``), torch and CUDA versions.
 2. ``throughput_quick`` (issue 13): ``throughput.py --size gpu --steps 20``
    on a few archs, every variant -- (a), (b), (c) processes sharing the
-   card, (d) fused at two K -- then (d) again in NCHW and with
+   card, (d) fused at two K, (e) the naive loop as CUDA graphs -- then (d) again in NCHW and with
    ``cudnn.benchmark``, and (b) and (d) under torch.profiler: each
    variant's step rate, and where a step's device time goes, in about a
    minute each.
@@ -157,7 +157,8 @@ def main(argv=None) -> int:
                   "--device", args.device]
     if "throughput_quick" in parts:
         quick = [*throughput, "--steps", "20", "--archs", "24", "--naive-archs", "4"]
-        for name, extra in (("throughput_quick", ["--variants", "a,b,c,d", "--k", "8,24", "--processes", "4,12"]),
+        every = ["--variants", "a,b,c,d,e", "--k", "8,24", "--processes", "4,12"]
+        for name, extra in (("throughput_quick", every),
                             ("throughput_nchw", ["--variants", "d", "--k", "8,24", "--contiguous"]),
                             ("throughput_cudnn", ["--variants", "d", "--k", "8,24", "--cudnn-benchmark"]),
                             ("throughput_profile", ["--variants", "b,d", "--k", "24", "--profile"])):

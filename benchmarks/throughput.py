@@ -21,7 +21,10 @@ batch 256) and scores them on the same ``--eval-size`` validation images:
     card, each with its own CUDA context, as ``--jobs N`` or N ``run.storage``
     workers on one machine run (their memory is not in the peak column);
 (d) ``fused K``: ``TrainProxy(arch_batch=K)``, K networks trained as one
-    (:mod:`proxynas.models.fused`), in-process and, on a CPU, in N workers.
+    (:mod:`proxynas.models.fused`), in-process and, on a CPU, in N workers;
+(e) ``CUDA graphs`` (GPU only): (a)'s algorithm with each training step
+    captured once and replayed as one CUDA graph (:func:`graphed_scores`),
+    to measure what launch overhead costs a small network.
 
 ``--variants`` picks which run (``a,b,c,d``); ``--steps N`` replaces the
 size's schedule with N training steps, for a quick first look at each
@@ -137,6 +140,103 @@ def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: 
             for start in range(0, len(held_out), 256):
                 xb = held_out.x[start:start + 256].to(device)
                 hits += int((net(xb).argmax(1).cpu() == held_out.y[start:start + 256]).sum())
+        accs.append(100.0 * hits / len(held_out))
+    return accs
+
+
+# -- (e): the naive loop with each training step replayed as a CUDA graph -------------
+def _sgd_step(params, grads, bufs, lr: torch.Tensor, momentum: float, weight_decay: float) -> None:
+    """torch.optim.SGD's Nesterov update (dampening 0) with a device-tensor learning rate, so it can be captured."""
+    torch._foreach_add_(grads, params, alpha=weight_decay)
+    torch._foreach_mul_(bufs, momentum)
+    torch._foreach_add_(bufs, grads)
+    torch._foreach_add_(grads, bufs, alpha=momentum)
+    torch._foreach_mul_(grads, lr)
+    torch._foreach_sub_(params, grads)
+
+
+def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: ImageData, proxy: TrainProxy,
+                   device: torch.device, seed: int) -> list[float]:
+    """(a)'s algorithm, but each training step (forward, backward, SGD) is one CUDA graph replay.
+
+    A small network's step is hundreds of kernel launches; a graph replays
+    them with one. Augmentation (DSA, drawn per step) and the batch choice
+    stay on the host side of the graph and are copied into the graph's static
+    input; the cosine learning rate is a device tensor set before each
+    replay. One graph per batch shape (a 500-image summary has batches of 256
+    and 244). Capturing needs a few warm-up steps, after which the weights,
+    BatchNorm statistics and momentum are restored, so training starts where
+    (a)'s does. Float32, like (a).
+    """
+    import math as _math
+
+    dsa = DSA(per_sample=True)
+    accs = []
+    n = len(train)
+    batch = min(proxy.batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    total = proxy.steps if proxy.steps is not None else proxy.epochs * per_epoch
+    x_all, y_all = train.x.to(device), train.y.to(device)
+    for arch in archs:
+        torch.manual_seed(seed)
+        net = space.build(arch, in_channels=data.shape[0], num_classes=data.num_classes,
+                          image_size=data.shape[1]).to(device)
+        net.train()
+        params = [p for p in net.parameters()]
+        bufs = [torch.zeros_like(p) for p in params]
+        lr = torch.tensor(float(proxy.lr), device=device)
+        start_state = {k: v.clone() for k, v in net.state_dict().items()}
+        graphs = {}
+        for size in sorted({min(batch, n - i * batch) for i in range(per_epoch)}):
+            static_x = x_all[:size].clone()
+            static_y = y_all[:size].clone()
+
+            def step():
+                loss = F.cross_entropy(net(static_x), static_y)
+                loss.backward()
+                with torch.no_grad():
+                    _sgd_step(params, [p.grad for p in params], bufs, lr, proxy.momentum, proxy.weight_decay)
+
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up, as capturing requires (cuDNN plans, lazy state)
+                    for param in params:
+                        param.grad = None
+                    step()
+            torch.cuda.current_stream(device).wait_stream(side)
+            for param in params:
+                param.grad = None
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+            graphs[size] = (graph, static_x, static_y)
+        with torch.no_grad():  # undo the warm-up and capture steps
+            for key, value in net.state_dict().items():
+                value.copy_(start_state[key])
+            for buf in bufs:
+                buf.zero_()
+        gen = torch.Generator().manual_seed(seed)
+        step_no = 0
+        while step_no < total:
+            order = torch.randperm(n, generator=gen).to(device)
+            for i in range(per_epoch):
+                if step_no == total:
+                    break
+                idx = order[i * batch:(i + 1) * batch]
+                graph, static_x, static_y = graphs[len(idx)]
+                static_x.copy_(dsa(x_all[idx], seed=seed * 1_000_003 + step_no))
+                static_y.copy_(y_all[idx])
+                # CosineAnnealingLR's closed form, eta_min 0: the rate of step step_no
+                lr.fill_(proxy.lr * (1 + _math.cos(_math.pi * step_no / total)) / 2)
+                graph.replay()
+                step_no += 1
+        net.eval()
+        hits = 0
+        with torch.no_grad():
+            for start in range(0, len(held_out), 1024):
+                xb = held_out.x[start:start + 1024].to(device)
+                hits += int((net(xb).argmax(1).cpu() == held_out.y[start:start + 1024]).sum())
         accs.append(100.0 * hits / len(held_out))
     return accs
 
@@ -288,7 +388,7 @@ def main(argv=None) -> int:
     parser.add_argument("--k", default="4,8,16", help="comma list of arch_batch values for (d); 'auto' measures the count that fits the device")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for (c) and (d) on a CPU")
     parser.add_argument("--steps", type=int, default=None, help="training steps instead of the size's schedule")
-    parser.add_argument("--variants", default="a,b,c,d",
+    parser.add_argument("--variants", default="a,b,c,d,e",
                         help="comma list of the variants to run (default all); the agreement tables need a, b and d")
     parser.add_argument("--processes", default="4,12",
                         help="comma list of process counts for (c) on a GPU (spawned, sharing the card)")
@@ -308,8 +408,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     variants = set(args.variants.split(","))
-    if not variants <= {"a", "b", "c", "d"}:  # before the data is loaded
-        parser.error(f"--variants takes a comma list of a, b, c, d; got {args.variants!r}")
+    if not variants <= {"a", "b", "c", "d", "e"}:  # before the data is loaded
+        parser.error(f"--variants takes a comma list of a, b, c, d, e; got {args.variants!r}")
     size = SIZES[args.size]
     if args.steps:
         size = replace(size, steps=args.steps, epochs=None)
@@ -354,6 +454,12 @@ def main(argv=None) -> int:
     def accs(results):
         return [r["values"]["val_acc"] for r in results]
 
+    graphed = None
+    if "e" in variants and cpu:
+        print("  (e) CUDA graphs: skipped, it needs a CUDA device", flush=True)
+    elif "e" in variants:
+        graphed = measure("(e) naive, CUDA graphs", slow,
+                          lambda: graphed_scores(slow, space, data, train, held_out, proxy, device, args.seed))
     if "b" in variants:
         per_arch = accs(measure("(b) per-arch", slow, lambda: score_all(proxy, slow, ctx, workers=1)))
     if cpu and "c" in variants:
@@ -383,6 +489,8 @@ def main(argv=None) -> int:
             measure(f"(d) fused K={k} workers={args.workers}", archs,
                     lambda: score_all(batched, archs, ctx, workers=args.workers))
 
+    if not rows:
+        return 0
     base = rows[0][3] if naive is not None else None
     print(f"\n| variant ({device.type.upper()}) | archs | seconds | archs/min | vs (a) | peak memory MiB |"
           + (" GPU util % |" if not cpu else ""))
@@ -395,6 +503,10 @@ def main(argv=None) -> int:
     print(f"\nall {NB201_CELLS:,} NB201 cells at the fastest rate measured ({best_name}, {best_rate:.1f} archs/min):"
           f" {NB201_CELLS / best_rate / 60:.1f} h (extrapolated, not measured)")
 
+    if naive is not None and graphed is not None:
+        diffs = [abs(a - e) for a, e in zip(naive, graphed)]
+        print(f"\n(a) naive vs (e) CUDA graphs, the same algorithm on {len(slow)} archs: mean abs diff"
+              f" {statistics.fmean(diffs):.2f}, max {max(diffs):.2f} points (float rounding)")
     if naive is None or per_arch is None or not fused:
         return 0
     k_best = max(fused, key=lambda k: float("inf") if k == "auto" else k)

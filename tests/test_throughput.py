@@ -83,3 +83,9 @@ def test_profile_prints_the_costliest_operators_of_each_in_process_variant(bench
                        "--data-root", folder, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "Self CPU time total" in out and "aten::convolution_backward" in out
+
+
+def test_the_cuda_graph_variant_says_it_needs_cuda_on_a_cpu(bench, folder, capsys):
+    assert bench.main(["--archs", "1", "--variants", "e", "--eval-size", "6", "--steps", "2",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    assert "(e) CUDA graphs: skipped, it needs a CUDA device" in capsys.readouterr().out
