@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from proxynas.device import to_device_async
 from proxynas.fields import Checked, checked
 
 __all__ = [
@@ -68,7 +69,7 @@ class Draws:
         """omega ~ U[low, high), shaped ``[n, 1, 1, 1]`` on ``x``'s device to broadcast over images."""
         n = self.count(x)
         u = low + (high - low) * self.units(n)
-        return u.to(x.device, x.dtype).view(n, 1, 1, 1)
+        return to_device_async(u.to(x.dtype), x.device).view(n, 1, 1, 1)
 
     def integers(self, x: torch.Tensor, low: int, high: int) -> torch.Tensor:
         """Integer omega ~ U{low, ..., high - 1}, per image or per batch (CPU, int64 ``[n]``)."""
@@ -104,8 +105,8 @@ def _crop(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """
     n, h, w = len(x), x.shape[-2], x.shape[-1]
     ph, pw = int(h * aug.ratio_crop_pad + 0.5), int(w * aug.ratio_crop_pad + 0.5)
-    dy = draws.integers(x, -ph, ph + 1).to(x.device).expand(n)
-    dx = draws.integers(x, -pw, pw + 1).to(x.device).expand(n)
+    dy = to_device_async(draws.integers(x, -ph, ph + 1), x.device).expand(n)
+    dx = to_device_async(draws.integers(x, -pw, pw + 1), x.device).expand(n)
     padded = F.pad(x, (pw, pw, ph, ph))
     rows = (torch.arange(h, device=x.device) + ph + dy[:, None])[:, None, :, None]  # [n, 1, h, 1]
     cols = (torch.arange(w, device=x.device) + pw + dx[:, None])[:, None, None, :]  # [n, 1, 1, w]
@@ -125,8 +126,8 @@ def _cutout(x: torch.Tensor, aug: "DSA", draws: Draws) -> torch.Tensor:
     """
     h, w = x.shape[-2:]
     ch, cw = int(h * aug.ratio_cutout + 0.5), int(w * aug.ratio_cutout + 0.5)
-    top = (draws.integers(x, 0, h + 1 - ch % 2) - ch // 2).to(x.device)[:, None]  # [n, 1]
-    left = (draws.integers(x, 0, w + 1 - cw % 2) - cw // 2).to(x.device)[:, None]
+    top = to_device_async(draws.integers(x, 0, h + 1 - ch % 2) - ch // 2, x.device)[:, None]  # [n, 1]
+    left = to_device_async(draws.integers(x, 0, w + 1 - cw % 2) - cw // 2, x.device)[:, None]
     ys, xs = torch.arange(h, device=x.device)[None, :], torch.arange(w, device=x.device)[None, :]
     in_rows = (ys >= top) & (ys < top + ch)  # [n, h]
     in_cols = (xs >= left) & (xs < left + cw)  # [n, w]

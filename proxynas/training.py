@@ -19,6 +19,7 @@ from torch import nn
 
 from proxynas.augment import DSA
 from proxynas.data.types import ImageData
+from proxynas.device import to_device_async
 from proxynas.distill.base import StepSchedule
 from proxynas.errors import DivergenceError
 from proxynas.fields import Checked, checked
@@ -394,7 +395,7 @@ def _train(
         pending.clear()
 
     for epoch in range(epochs):
-        order = torch.randperm(n, generator=gen).to(device)
+        order = to_device_async(torch.randperm(n, generator=gen), device)
         loss_sum = torch.zeros(count, device=device)
         taken = min(steps_per_epoch, total - step)
         for i in range(taken):
