@@ -242,8 +242,10 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
 
 
 # -- (c) on a GPU: processes sharing the card ------------------------------------------
-def _score_slice(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, threads: int) -> list[float]:
+def _score_slice(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, threads: int,
+                 cudnn_benchmark: bool) -> list[float]:
     torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = cudnn_benchmark  # a spawned process starts with torch's default
     return [r["values"]["val_acc"] for r in score_all(proxy, archs, ctx, workers=1)]
 
 
@@ -259,13 +261,14 @@ def process_scores(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, proce
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    slim = replace(ctx, dataset=replace(ctx.dataset, train=ctx.train_data))
+    # the test split is never read by the proxy: the validation images stand in for it
+    slim = replace(ctx, dataset=replace(ctx.dataset, train=ctx.train_data, test=ctx.dataset.val))
     size = math.ceil(len(archs) / processes)
     slices = [archs[i:i + size] for i in range(0, len(archs), size)]
     threads = max(1, (os.cpu_count() or 1) // len(slices))
     with ProcessPoolExecutor(len(slices), mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_score_slice, [proxy] * len(slices), slices, [slim] * len(slices),
-                              [threads] * len(slices)))
+                              [threads] * len(slices), [torch.backends.cudnn.benchmark] * len(slices)))
     return [acc for part in parts for acc in part]
 
 
