@@ -15,11 +15,10 @@ batch 256) and scores them on the same ``--eval-size`` validation images:
     default thread count;
 (b) ``per-arch``: proxynas's path, ``score_all`` with one arch per training
     (``arch_batch: 1``), in-process;
-(c) on a CPU ``workers=N``: (b) in N forked worker processes
-    (``run.workers``; what ``--jobs`` does for whole rows); on a GPU ``N
-    processes`` (``--processes``): (b) in N spawned processes sharing the
-    card, each with its own CUDA context, as ``--jobs N`` or N ``run.storage``
-    workers on one machine run (their memory is not in the peak column);
+(c) ``workers=N``: (b) in N worker processes (``run.workers``; what
+    ``--jobs`` does for whole rows): forked on a CPU; on a GPU spawned,
+    sharing the card, each with its own CUDA context (``--processes``; their
+    memory is not in the peak column);
 (d) ``fused K``: ``TrainProxy(arch_batch=K)``, K networks trained as one
     (:mod:`proxynas.models.fused`), in-process and, on a CPU, in N workers;
 (e) ``CUDA graphs`` (GPU only): (a)'s algorithm with each training step
@@ -241,37 +240,6 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
     return accs
 
 
-# -- (c) on a GPU: processes sharing the card ------------------------------------------
-def _score_slice(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, threads: int,
-                 cudnn_benchmark: bool) -> list[float]:
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.benchmark = cudnn_benchmark  # a spawned process starts with torch's default
-    return [r["values"]["val_acc"] for r in score_all(proxy, archs, ctx, workers=1)]
-
-
-def process_scores(proxy: TrainProxy, archs: list[str], ctx: ProxyContext, processes: int) -> list[float]:
-    """Final validation accuracy of each arch, the archs split into ``processes`` spawned processes.
-
-    What ``--jobs N`` or N ``run.storage`` workers do on one machine: each
-    process has its own CUDA context and launches its own kernels, so the
-    host-side launch overhead of small networks runs N-wide. Each process
-    gets a contiguous slice of the archs and only the summary and the
-    validation images.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # the test split is never read by the proxy: the validation images stand in for it
-    slim = replace(ctx, dataset=replace(ctx.dataset, train=ctx.train_data, test=ctx.dataset.val))
-    size = math.ceil(len(archs) / processes)
-    slices = [archs[i:i + size] for i in range(0, len(archs), size)]
-    threads = max(1, (os.cpu_count() or 1) // len(slices))
-    with ProcessPoolExecutor(len(slices), mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_score_slice, [proxy] * len(slices), slices, [slim] * len(slices),
-                              [threads] * len(slices), [torch.backends.cudnn.benchmark] * len(slices)))
-    return [acc for part in parts for acc in part]
-
-
 # -- measuring ------------------------------------------------------------------------
 class Ticker:
     """Progress of a long variant: one line per epoch milestone (about 10 per group), with elapsed seconds."""
@@ -468,8 +436,11 @@ def main(argv=None) -> int:
     if cpu and "c" in variants:
         measure(f"(c) workers={args.workers}", archs, lambda: score_all(proxy, archs, ctx, workers=args.workers))
     elif "c" in variants:
+        # what the spawned workers need: the summary and the validation images, not the splits
+        slim = replace(ctx, dataset=replace(ctx.dataset, train=train, test=held_out))
         for count in [int(v) for v in args.processes.split(",")]:
-            measure(f"(c) {count} processes", archs, lambda: process_scores(proxy, archs, ctx, count))
+            measure(f"(c) workers={count}, spawned", archs,
+                    lambda: score_all(proxy, archs, slim, workers=count))
     fused: dict[int | str, list[float]] = {}
     for k in [v if v == "auto" else int(v) for v in args.k.split(",")] if "d" in variants else []:
         batched = replace(proxy, arch_batch=k)

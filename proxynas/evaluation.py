@@ -1,11 +1,17 @@
-"""Score many architectures with one proxy, in worker processes on a multi-core CPU.
+"""Score many architectures with one proxy, in worker processes on a multi-core CPU or sharing a GPU.
 
 Training a small cell network on a CPU is bound by per-operator overhead, not
 arithmetic, so a second thread barely helps while a second process doubles
-throughput. Workers are forked (the dataset is shared copy-on-write, never
-pickled) and run one thread each; every score depends only on the proxy, the
-architecture and the seed, so the result does not depend on the worker count.
-On CUDA everything runs in-process (CUDA does not survive a fork).
+throughput. On a CPU workers are forked (the dataset is shared copy-on-write,
+never pickled) and run one thread each; every score depends only on the
+proxy, the architecture and the seed, so the result does not depend on the
+worker count. On CUDA one process runs by default (``default_workers``);
+with ``workers`` > 1 the workers are spawned (CUDA does not survive a fork),
+each with its own CUDA context on the same card, receiving the context once
+(its tensors through shared memory): a small network's step leaves the card
+waiting on the host, so several hosts' worth of launches can keep it busier.
+A training proxy's ``arch_batch: auto`` then sizes its groups to 1/N of
+the card's free memory (``ProxyContext.memory_share``).
 
 A combining proxy (``proxy.combines``, e.g. AZ-NAS's rank aggregation) scores
 each arch into named components; once all are in, ``proxy.combine`` turns
@@ -43,8 +49,26 @@ def default_workers(device: torch.device) -> int:
     return 1 if device.type != "cpu" else max(1, min(8, os.cpu_count() or 1))
 
 
-def _init_worker(proxy: Proxy, ctx: ProxyContext) -> None:
+def pool_start_method(device: torch.device) -> str:
+    """How worker processes start: forked on a CPU (the data shared copy-on-write), spawned for CUDA."""
+    return "spawn" if device.type == "cuda" else "fork"
+
+
+def kernel_settings() -> dict[str, bool]:
+    """This process's choices of CUDA kernels (``run.deterministic``, cuDNN autotuning), for its workers."""
+    return {
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def _init_worker(proxy: Proxy, ctx: ProxyContext, kernels: dict[str, bool] | None = None) -> None:
     torch.set_num_threads(1)
+    if kernels is not None:  # a spawned process starts with torch's defaults, not its parent's
+        torch.backends.cudnn.benchmark = kernels["cudnn_benchmark"]
+        torch.backends.cudnn.deterministic = kernels["cudnn_deterministic"]
+        torch.use_deterministic_algorithms(kernels["deterministic_algorithms"])
     _WORKER["proxy"], _WORKER["ctx"] = proxy, ctx
 
 
@@ -190,8 +214,10 @@ def score_all(
     result also has ``values`` (name -> float, ``value`` being the first) and,
     when it trains, ``curve`` (one mapping per epoch).
     """
-    # a setting resolved on the device (arch_batch: auto) decides the groups below
-    proxy = proxy.fitted_to(list(archs), ctx)
+    # a setting resolved on the device (arch_batch: auto) decides the groups below; processes
+    # sharing one GPU share its memory
+    sharing = workers > 1 and ctx.device.type == "cuda" and proxy.parallel and len(archs) > 1
+    proxy = proxy.fitted_to(list(archs), dataclasses.replace(ctx, memory_share=1 / workers) if sharing else ctx)
     out: dict[str, tuple[Any, float]] = {}
     groups = []
     # the groups are cut from the whole list, so a resumed run trains the same groups
@@ -210,7 +236,7 @@ def score_all(
         if journal is not None:
             journal.put(arch, {"raw": encode_raw(result[0]), "seconds": result[1]})
 
-    parallel = workers > 1 and len(groups) > 1 and ctx.device.type == "cpu" and proxy.parallel
+    parallel = workers > 1 and len(groups) > 1 and proxy.parallel
     if not parallel:
         # On a CPU, one thread as in the workers: float reductions depend on the
         # thread count, and results must not depend on how many workers ran.
@@ -227,11 +253,14 @@ def score_all(
         finally:
             torch.set_num_threads(previous)
         return _results(proxy, archs, [out[a] for a in archs])
+    processes = min(workers, len(groups))
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(groups)),
-        mp_context=multiprocessing.get_context("fork"),
+        max_workers=processes,
+        mp_context=multiprocessing.get_context(pool_start_method(ctx.device)),
         initializer=_init_worker,
-        initargs=(proxy, ctx),
+        # a spawned worker gets the context pickled: no progress callback (workers report per arch)
+        initargs=(proxy, dataclasses.replace(ctx, progress=null_progress, memory_share=1 / processes),
+                  kernel_settings()),
     ) as pool:
         futures = {pool.submit(_score_in_worker, group): group for group in groups}
         for future in as_completed(futures):

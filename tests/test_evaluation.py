@@ -1,3 +1,4 @@
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -198,3 +199,43 @@ def test_a_journal_records_fused_groups_whole(ctx, tmp_path):
         (journal.folder / f"{__import__('hashlib').sha256(arch.encode()).hexdigest()}.json").unlink()
     again = score_all(proxy, archs, ctx, journal=journal)
     assert [r["values"] for r in again] == [r["values"] for r in first]
+
+
+def test_spawned_workers_as_on_a_gpu_give_the_same_scores(ctx, monkeypatch):
+    # CUDA workers are spawned, so the proxy and the context (its tensors, its progress) must
+    # pickle; spawning on the CPU here runs that path without a GPU
+    import proxynas.evaluation as evaluation
+
+    assert evaluation.pool_start_method(torch.device("cuda")) == "spawn"
+    assert evaluation.pool_start_method(torch.device("cpu")) == "fork"
+    archs = ctx.space.sample(3, seed=2)
+    proxy = TrainProxy(epochs=1, batch_size=64)
+    serial = score_all(proxy, archs, ctx, workers=1)
+    monkeypatch.setattr(evaluation, "pool_start_method", lambda device: "spawn")
+    with_closure = dataclasses.replace(ctx, progress=lambda *a, **k: None)  # a closure does not pickle
+    spawned = score_all(proxy, archs, with_closure, workers=2)
+    assert [r["value"] for r in spawned] == [r["value"] for r in serial]
+
+
+class _KernelFlags(Proxy):
+    """Reports the worker's kernel choices: cuDNN deterministic + 2 x deterministic algorithms."""
+
+    parallel = True
+
+    def score(self, arch, ctx):
+        return float(torch.backends.cudnn.deterministic) + 2 * float(torch.are_deterministic_algorithms_enabled())
+
+
+def test_spawned_workers_use_the_kernel_choices_of_the_run(ctx, monkeypatch):
+    # run.deterministic is set in the parent process; a spawned worker must not fall back to the defaults
+    import proxynas.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "pool_start_method", lambda device: "spawn")
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        scores = score_all(_KernelFlags(), ctx.space.sample(2, seed=0), ctx, workers=2)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert [r["value"] for r in scores] == [3.0, 3.0]

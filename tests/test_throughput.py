@@ -52,32 +52,6 @@ def test_an_unknown_variant_is_refused(bench, folder):
     assert exc.value.code == 2
 
 
-def test_processes_sharing_a_device_score_every_arch_as_one_process_does(bench, folder):
-    from dataclasses import replace
-
-    import torch
-
-    from proxynas.data import DATASETS
-    from proxynas.evaluation import score_all
-    from proxynas.proxies import ProxyContext, TrainProxy
-    from proxynas.proxies.training import stratified_subset
-    from proxynas.spaces import NB201Space
-
-    data = DATASETS.get("imagefolder")(root=folder, image_size=16, val_fraction=0.1).load()
-    space = NB201Space(channels=8, cells_per_stage=1)
-    archs = space.sample(3, seed=0)
-    proxy = TrainProxy(batch_size=256, lr=0.05, augment="dsa", eval_size=6, steps=8)
-    ctx = ProxyContext(space=space, dataset=replace(data, val=stratified_subset(data.val, 6, 0)),
-                       train_data=bench._summary(data, 10, 0), device=torch.device("cpu"), seed=0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each spawned process of two on two cores runs
-    try:
-        alone = [r["values"]["val_acc"] for r in score_all(proxy, archs, ctx, workers=1)]
-    finally:
-        torch.set_num_threads(threads)
-    assert bench.process_scores(proxy, archs, ctx, 2) == alone  # in arch order, each arch once
-
-
 def test_profile_prints_the_costliest_operators_of_each_in_process_variant(bench, folder, capsys):
     assert bench.main(["--archs", "1", "--variants", "b", "--eval-size", "6", "--steps", "3", "--profile",
                        "--data-root", folder, "--device", "cpu"]) == 0

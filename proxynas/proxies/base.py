@@ -49,6 +49,9 @@ class ProxyContext:
     #: (label distillation, :mod:`proxynas.teacher`), at KD ``temperature``
     teacher: torch.nn.Module | None = None
     temperature: float = 4.0
+    #: the share of the device's free memory this process may fill: 1/N when N worker
+    #: processes share one GPU (what ``arch_batch: auto`` sizes its groups to)
+    memory_share: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,7 @@ class TrainProxy(TrainSettings, Proxy):
             )
             return auto_batch.peak_bytes(lambda: probe.score_batch([heaviest] * count, probe_ctx), ctx.device)
 
-        budget = int(auto_batch.MEMORY_FRACTION * auto_batch.free_bytes(ctx.device))
+        budget = int(auto_batch.MEMORY_FRACTION * auto_batch.free_bytes(ctx.device) * ctx.memory_share)
         return auto_batch.fitting_count(peak, budget, len(archs))
 
     def score_batch(self, archs: Sequence[str], ctx: ProxyContext) -> list[Scored]:

@@ -126,3 +126,28 @@ def test_auto_is_a_setting_and_other_words_are_one_line_errors():
     for bad in ("many", 0, True):
         with pytest.raises(ConfigError, match="arch_batch"):
             from_dict(TrainProxy, {"arch_batch": bad}, "proxy")
+
+
+def test_processes_sharing_a_gpu_each_fit_their_share_of_its_memory(ctx, monkeypatch):
+    import dataclasses
+
+    monkeypatch.setattr(auto_batch, "measures_memory", lambda device: True)
+    monkeypatch.setattr(auto_batch, "peak_bytes", lambda run, device: 1000 + 100 * calls[-1] if calls else 0)
+    monkeypatch.setattr(auto_batch, "free_bytes", lambda device: int(3000 / auto_batch.MEMORY_FRACTION) + 1)
+    calls: list[int] = []
+    real = auto_batch.fitting_count
+
+    def counting(peak, budget, limit):
+        def recorded(count):
+            calls.append(count)
+            return peak(count)
+
+        return real(recorded, budget, limit)
+
+    monkeypatch.setattr(auto_batch, "fitting_count", counting)
+    monkeypatch.setattr(TrainProxy, "score_batch", lambda self, archs, ctx: None)
+    archs = ctx.space.sample(40, seed=0)
+    alone = TrainProxy(epochs=1, arch_batch="auto").fitted_to(archs, ctx).arch_batch
+    halved = TrainProxy(epochs=1, arch_batch="auto").fitted_to(archs, dataclasses.replace(ctx, memory_share=0.5))
+    assert alone == (3000 - 1000) // 100  # 20 networks in the whole card's budget
+    assert halved.arch_batch == (1500 - 1000) // 100  # 5 in half of it
