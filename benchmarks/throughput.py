@@ -133,14 +133,19 @@ def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: 
                 loss_avg += loss.item() * len(idx)  # DC-Bench reads both on the host every step
                 correct += int((out.argmax(1).cpu() == y_all[idx].cpu()).sum())
                 step += 1
-        net.eval()
-        hits = 0
-        with torch.no_grad():
-            for start in range(0, len(held_out), 256):
-                xb = held_out.x[start:start + 256].to(device)
-                hits += int((net(xb).argmax(1).cpu() == held_out.y[start:start + 256]).sum())
-        accs.append(100.0 * hits / len(held_out))
+        accs.append(held_out_accuracy(net, held_out, device, batch=256))
     return accs
+
+
+def held_out_accuracy(net: torch.nn.Module, held_out: ImageData, device: torch.device, batch: int) -> float:
+    """Top-1 accuracy (%) of ``net`` in eval mode, batch by batch, each batch's hits read on the host."""
+    net.eval()
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, len(held_out), batch):
+            xb = held_out.x[start:start + batch].to(device)
+            hits += int((net(xb).argmax(1).cpu() == held_out.y[start:start + batch]).sum())
+    return 100.0 * hits / len(held_out)
 
 
 # -- (e): the naive loop with each training step replayed as a CUDA graph -------------
@@ -230,13 +235,7 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
                 lr.fill_(proxy.lr * (1 + _math.cos(_math.pi * step_no / total)) / 2)
                 graph.replay()
                 step_no += 1
-        net.eval()
-        hits = 0
-        with torch.no_grad():
-            for start in range(0, len(held_out), 1024):
-                xb = held_out.x[start:start + 1024].to(device)
-                hits += int((net(xb).argmax(1).cpu() == held_out.y[start:start + 1024]).sum())
-        accs.append(100.0 * hits / len(held_out))
+        accs.append(held_out_accuracy(net, held_out, device, batch=256))
     return accs
 
 

@@ -1,20 +1,11 @@
 """A short crash test (benchmarks/crash_test.py): a run SIGKILLed at random moments resumes to the same results."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
+from tests.benchmark_scripts import load_benchmark
 from tests.quickstart import QUICKSTART, TINY
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _crash_test_module():
-    spec = importlib.util.spec_from_file_location("crash_test", ROOT / "benchmarks" / "crash_test.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("crash_test", module)  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("crash_test")
 
 
 def test_a_run_killed_twice_at_random_moments_ends_with_the_uninterrupted_results(tmp_path):

@@ -1,22 +1,16 @@
 """benchmarks/device_lease.py: the parts' deadlines and what is read from their output."""
 
-import importlib.util
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def lease():
-    spec = importlib.util.spec_from_file_location("device_lease", ROOT / "benchmarks" / "device_lease.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("device_lease", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("device_lease")
 
 
 PROBE = """\

@@ -1,9 +1,6 @@
 """benchmarks/distill_accuracy.py: each method evaluated with its paper's protocol, rows marked comparable or not."""
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +8,12 @@ import torch
 from proxynas.distill import DISTILLERS, Summary
 from proxynas.distill.base import EvaluationProtocol
 from proxynas.testing.distillers import tiny_images
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("distill_accuracy", ROOT / "benchmarks" / "distill_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("distill_accuracy", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("distill_accuracy")
 
 
 @pytest.fixture(scope="module")

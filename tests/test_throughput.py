@@ -1,24 +1,14 @@
 """benchmarks/throughput.py on a tiny ImageFolder: the variants chosen, the table and the agreement."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from proxynas.testing.datasets import write_image_folder
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # as `python benchmarks/throughput.py` has it, for `workplace`
-    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("throughput", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("throughput")
 
 
 @pytest.fixture(scope="module")
