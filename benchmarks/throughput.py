@@ -97,6 +97,19 @@ SIZES = {
 
 
 # -- (a): the naive loop, independent of proxynas.training ----------------------------
+def batches(n: int, batch: int, total: int, seed: int, device: torch.device):
+    """``(step, indices)`` of ``total`` steps: each epoch a fresh permutation (seeded), cut into batches."""
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    while step < total:
+        order = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, batch):
+            if step == total:
+                return
+            yield step, order[start:start + batch]
+            step += 1
+
+
 def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: ImageData, proxy: TrainProxy,
                  device: torch.device, seed: int) -> list[float]:
     """Final validation accuracy (%) of each arch, trained one after another by a plain loop."""
@@ -115,24 +128,17 @@ def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: 
                               weight_decay=proxy.weight_decay, nesterov=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         x_all, y_all = train.x.to(device), train.y.to(device)
-        gen = torch.Generator().manual_seed(seed)
-        step, loss_avg, correct = 0, 0.0, 0
-        while step < total:
-            order = torch.randperm(n, generator=gen).to(device)
-            for i in range(per_epoch):
-                if step == total:
-                    break
-                idx = order[i * batch:(i + 1) * batch]
-                img = dsa(x_all[idx], seed=seed * 1_000_003 + step)
-                out = net(img)
-                loss = F.cross_entropy(out, y_all[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                loss_avg += loss.item() * len(idx)  # DC-Bench reads both on the host every step
-                correct += int((out.argmax(1).cpu() == y_all[idx].cpu()).sum())
-                step += 1
+        loss_avg, correct = 0.0, 0
+        for step, idx in batches(n, batch, total, seed, device):
+            img = dsa(x_all[idx], seed=seed * 1_000_003 + step)
+            out = net(img)
+            loss = F.cross_entropy(out, y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_avg += loss.item() * len(idx)  # DC-Bench reads both on the host every step
+            correct += int((out.argmax(1).cpu() == y_all[idx].cpu()).sum())
         accs.append(held_out_accuracy(net, held_out, device, batch=256))
     return accs
 
@@ -172,8 +178,6 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
     BatchNorm statistics and momentum are restored, so training starts where
     (a)'s does. Float32, like (a).
     """
-    import math as _math
-
     dsa = DSA(per_sample=True)
     accs = []
     n = len(train)
@@ -220,21 +224,13 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
                 value.copy_(start_state[key])
             for buf in bufs:
                 buf.zero_()
-        gen = torch.Generator().manual_seed(seed)
-        step_no = 0
-        while step_no < total:
-            order = torch.randperm(n, generator=gen).to(device)
-            for i in range(per_epoch):
-                if step_no == total:
-                    break
-                idx = order[i * batch:(i + 1) * batch]
-                graph, static_x, static_y = graphs[len(idx)]
-                static_x.copy_(dsa(x_all[idx], seed=seed * 1_000_003 + step_no))
-                static_y.copy_(y_all[idx])
-                # CosineAnnealingLR's closed form, eta_min 0: the rate of step step_no
-                lr.fill_(proxy.lr * (1 + _math.cos(_math.pi * step_no / total)) / 2)
-                graph.replay()
-                step_no += 1
+        for step, idx in batches(n, batch, total, seed, device):
+            graph, static_x, static_y = graphs[len(idx)]
+            static_x.copy_(dsa(x_all[idx], seed=seed * 1_000_003 + step))
+            static_y.copy_(y_all[idx])
+            # CosineAnnealingLR's closed form, eta_min 0: the rate of this step
+            lr.fill_(proxy.lr * (1 + math.cos(math.pi * step / total)) / 2)
+            graph.replay()
         accs.append(held_out_accuracy(net, held_out, device, batch=256))
     return accs
 
