@@ -27,8 +27,10 @@ batch 256) and scores them on the same ``--eval-size`` validation images:
 
 ``--variants`` picks which run (``a,b,c,d``); ``--steps N`` replaces the
 size's schedule with N training steps, for a quick first look at each
-variant's step rate on a short lease; ``--contiguous`` trains the fused
-networks in NCHW instead of channels-last, ``--cudnn-benchmark`` lets
+variant's step rate on a short lease; ``--contiguous`` trains (b)-(d) in
+NCHW instead of channels-last (``proxy.channels_last: false``; by default
+(b) and (c) train NB201 channels-last on any device, fused groups on CUDA
+only, (a) and (e) always NCHW), ``--cudnn-benchmark`` lets
 cuDNN time its algorithms per shape and ``--compile`` runs each fused group
 through ``torch.compile`` (the suspects and the remedy to try when fusion is
 slow on a GPU; the per-arch paths (a)-(c) are never compiled);
@@ -359,7 +361,7 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", default="4,12",
                         help="comma list of process counts for (c) on a GPU (spawned, sharing the card)")
     parser.add_argument("--contiguous", action="store_true",
-                        help="fused training in NCHW instead of channels-last on CUDA (proxy.channels_last: false)")
+                        help="(b)-(d) train NCHW instead of channels-last (proxy.channels_last: false)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each fused group's training forward (proxy.compile: true)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
@@ -394,11 +396,13 @@ def main(argv=None) -> int:
                        seed=args.seed)
     cpu = device.type == "cpu"
     threads = torch.get_num_threads()
+    layout = ("(a)-(d) NCHW" if args.contiguous else
+              f"(a) NCHW, (b)-(c) channels-last, fused {'NCHW' if cpu else 'channels-last'}")
     print(f"# throughput: {device} ({torch.cuda.get_device_name(device) if not cpu else f'{threads} CPU threads'}),"
           f" NB201 C={size.channels} N={size.cells}, {described}, ipc {size.ipc} ({len(train)} images),"
           f" {f'{size.steps} steps' if size.steps else f'{size.epochs} epochs'} of batch 256 with DSA,"
           f" scored on {len(held_out)} val images; {len(archs)} archs (seed {args.seed}),"
-          f" {len(slow)} for the one-at-a-time loops; fused {'NCHW' if args.contiguous else 'channels-last'},"
+          f" {len(slow)} for the one-at-a-time loops; {layout},"
           f" cudnn.benchmark {args.cudnn_benchmark}, compiled {args.compile}", flush=True)
 
     rows = []

@@ -48,10 +48,15 @@ class TrainSettings(Checked):
     ``curve_every``: measure validation loss/accuracy every that many epochs
     while training (0 = only after the last epoch, which is always measured).
 
-    ``channels_last``: fused training (:func:`fit_fused`) on CUDA runs its
-    activations channels-last (true) or NCHW (false): grouped convolutions
-    with few channels per group are not always faster channels-last, which
-    ``benchmarks/throughput.py --contiguous`` measures.
+    ``channels_last``: whether networks may train channels-last (NHWC). Fused
+    training (:func:`fit_fused`) on CUDA runs its activations channels-last
+    (true) or NCHW (false): grouped convolutions with few channels per group
+    are not always faster channels-last, which ``benchmarks/throughput.py
+    --contiguous`` measures; on a CPU it stays NCHW (its per-edge gathers made
+    it slower channels-last). One-by-one training (:func:`fit`) runs
+    channels-last on any device when asked to (``fit(channels_last=True)``):
+    the training proxy asks for it for spaces that declare it pays
+    (``SearchSpace.trains_channels_last``, NB201's cells).
 
     ``compile``: fused training runs its training forward (and so its
     backward) through ``torch.compile``, which can fuse the per-edge
@@ -76,7 +81,7 @@ class TrainSettings(Checked):
     soft_labels: bool = True
     lr_from_summary: bool = False
     curve_every: int = checked(0, ge=0)
-    # A speed knob of fused training on CUDA (channels-last or NCHW activations); it changes only
+    # A speed knob (channels-last or NCHW activations, see the docstring); it changes only
     # float rounding, and is out of cache keys at its default so existing caches stay valid.
     channels_last: bool = checked(True, keyed_when_set=True)
     # torch.compile the fused network's training forward (not by default: see the docstring)
@@ -174,6 +179,7 @@ def fit(
     teacher: nn.Module | None = None,
     temperature: float = 4.0,
     check_every: int = DIVERGENCE_CHECK_STEPS,
+    channels_last: bool = False,
 ) -> Fitted:
     """Train ``model`` on ``data`` with ``settings``, recording the learning curve.
 
@@ -194,18 +200,27 @@ def fit(
     With ``eval_data`` the network is evaluated (loss and accuracy) after every
     ``settings.curve_every``-th epoch and always after the last one.
     Evaluation draws no random numbers, so it does not change the training.
+
+    ``channels_last`` (with ``settings.channels_last``) trains
+    and evaluates the network channels-last: the same computation in another
+    memory layout, so the results differ from NCHW's by float rounding only.
     """
     model.to(device).train()
+    channels_last = channels_last and settings.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     criterion = _criterion(settings, soft_labels, label_loss)
 
     def losses(xb: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         logits = model(xb).float()
         if teacher_logits is None:
             return criterion(logits, target).reshape(1)
         return kd_loss(logits, teacher_logits, temperature).reshape(1)
 
     def measure() -> list[tuple[float, float]]:
-        result = evaluate(model, eval_data, device=device)
+        result = evaluate(model, eval_data, device=device, channels_last=channels_last)
         model.train()
         return [result]
 
@@ -445,14 +460,20 @@ def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, **op
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024
+    model: nn.Module, data: ImageData, *, device: torch.device, batch_size: int = 1024,
+    channels_last: bool = False,
 ) -> tuple[float, float]:
-    """``(mean cross-entropy, top-1 accuracy in percent)`` of ``model`` on ``data`` (eval mode)."""
+    """``(mean cross-entropy, top-1 accuracy in percent)`` of ``model`` on ``data`` (eval mode).
+
+    ``channels_last`` feeds the batches channels-last (for a model trained so).
+    """
     model.to(device).eval()
     correct, loss = 0, 0.0
     for start in range(0, len(data), batch_size):
         xb = data.x[start : start + batch_size].to(device)
         yb = data.y[start : start + batch_size].to(device)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(xb)
         correct += int((logits.argmax(1) == yb).sum())

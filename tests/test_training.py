@@ -299,3 +299,61 @@ def test_compile_runs_the_fused_training_forward_through_torch_compile(monkeypat
     assert compiled == []
     assert scores(compile=True) == plain
     assert compiled == [("FusedNB201Network", {"dynamic": False})]
+
+
+def _nb201(seed=0):
+    from proxynas.spaces import NB201Space
+
+    torch.manual_seed(seed)
+    return NB201Space(channels=4, cells_per_stage=1).build(
+        "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
+        in_channels=1, num_classes=3, image_size=4)
+
+
+def _is_channels_last(net):
+    return all(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.dim() == 4)
+
+
+def test_channels_last_training_is_nchw_training_up_to_float_rounding():
+    from proxynas.training import fit
+
+    data, settings = _blobs(), TrainSettings(epochs=3, batch_size=16, augment="dsa")
+    nchw = fit(_nb201(), data, settings, device=CPU, seed=0, eval_data=data)
+    nhwc = fit(_nb201(), data, settings, device=CPU, seed=0, eval_data=data, channels_last=True)
+    assert _is_channels_last(nhwc.model) and not _is_channels_last(nchw.model)
+    for a, b in zip(nchw.curve, nhwc.curve):
+        assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4)
+    assert nhwc.final.val_loss == pytest.approx(nchw.final.val_loss, rel=1e-4)
+    for p, q in zip(nchw.model.parameters(), nhwc.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-3, atol=5e-4)  # 3 epochs amplify the rounding
+
+
+def test_channels_last_is_off_when_the_setting_is():
+    from proxynas.training import fit
+
+    switched_off = fit(_nb201(), _blobs(), TrainSettings(epochs=1, channels_last=False), device=CPU, seed=0,
+                       channels_last=True)
+    assert not _is_channels_last(switched_off.model)
+
+
+@pytest.mark.parametrize("space_name, expected", [("nb201", True), ("convnet720", False)])
+def test_the_training_proxy_trains_channels_last_for_the_spaces_that_declare_it(monkeypatch, space_name, expected):
+    import proxynas.proxies.training as proxy_training
+    from proxynas.proxies import ProxyContext, TrainProxy
+    from proxynas.spaces import SEARCH_SPACES
+    from proxynas.testing.proxies import separable_data
+
+    asked = []
+    real_fit = proxy_training.fit
+
+    def spy(*args, channels_last=False, **kwargs):
+        asked.append(channels_last)
+        return real_fit(*args, channels_last=channels_last, **kwargs)
+
+    monkeypatch.setattr(proxy_training, "fit", spy)
+    space = SEARCH_SPACES.get(space_name)()
+    assert space.trains_channels_last is expected
+    splits = separable_data()
+    ctx = ProxyContext(space=space, dataset=splits, train_data=splits.train, device=CPU, seed=0)
+    TrainProxy(epochs=1, batch_size=32).score(space.sample(1, seed=0)[0], ctx)
+    assert asked == [expected]

@@ -138,8 +138,9 @@ class TrainProxy(TrainSettings, Proxy):
 
     #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores;
     #: 3: ``augment: flip`` draws its coins from the step's seed, not the global generator;
-    #: 4: DSA's cutout centres and rotation direction are the released DSA's
-    version: ClassVar[str] = "4"
+    #: 4: DSA's cutout centres and rotation direction are the released DSA's;
+    #: 5: one-by-one training runs channels-last for spaces that declare it pays (NB201)
+    version: ClassVar[str] = "5"
     unit = "accuracy % on eval_split"
     parallel = True
     records_curves = True
@@ -294,7 +295,8 @@ class TrainProxy(TrainSettings, Proxy):
         """Train once; every name of ``scores`` from the final evaluation and the learning curve."""
         model = self._build(arch, ctx)
         self._check_steps_budget(ctx)
-        fitted = fit(model, ctx.train_data, self, label=arch, **self._fit_options(ctx))
+        fitted = fit(model, ctx.train_data, self, label=arch, channels_last=ctx.space.trains_channels_last,
+                     **self._fit_options(ctx))
         values = {name: _read(name, fitted.curve) for name in self.scores}
         return Scored(values, tuple(r.as_dict() for r in fitted.curve))
 
