@@ -15,7 +15,10 @@ again at the end (the tool returns only the tail of the output).
    card, (d) fused at two K, (e) the naive loop as CUDA graphs -- then (d) again in NCHW and with
    ``cudnn.benchmark``, and (b) and (d) under torch.profiler: each
    variant's step rate, and where a step's device time goes, in about a
-   minute each.
+   minute each; (b) runs NCHW too (one-by-one NB201 training is
+   channels-last since this lease's table).
+   ``layout`` (issue 13): ``memory_layout.py`` on the card -- NCHW vs
+   channels-last for NB201's operators and each space's training steps.
 3. ``throughput`` (issue 13): ``benchmarks/throughput.py --size gpu`` -- the
    naive loop (a), the per-arch path (b) and fused training at ``K=auto`` (d)
    on the same uniformly drawn NB201 cells in this one call
@@ -34,7 +37,7 @@ fused run did not finish in its part (README, Throughput), and DM ran 3,955
 iterations at 0.024 s each. What a next lease should run, one issue each:
 
     # issue 13: step rates of every variant first, then the full table (~9 min)
-    python benchmarks/device_lease.py --data-root D --budget 540 --parts env,throughput_quick,throughput
+    python benchmarks/device_lease.py --data-root D --budget 540 --parts env,throughput_quick,layout,throughput
     # issue 15: DM's whole paper run, 20,000 iterations (~8 min) and its evaluation
     python benchmarks/device_lease.py --data-root D --budget 560 --parts env,dm --dm-iterations 20000
 """
@@ -159,10 +162,13 @@ def main(argv=None) -> int:
         quick = [*throughput, "--steps", "20", "--archs", "24", "--naive-archs", "4"]
         every = ["--variants", "a,b,c,d,e", "--k", "8,24", "--processes", "4,12"]
         for name, extra in (("throughput_quick", every),
-                            ("throughput_nchw", ["--variants", "d", "--k", "8,24", "--contiguous"]),
+                            ("throughput_nchw", ["--variants", "b,d", "--k", "8,24", "--contiguous"]),
                             ("throughput_cudnn", ["--variants", "d", "--k", "8,24", "--cudnn-benchmark"]),
                             ("throughput_profile", ["--variants", "b,d", "--k", "24", "--profile"])):
             results[name] = run_part(name, [*quick, *extra], min(0.12 * args.budget, left()), out)[0]
+    if "layout" in parts:
+        cmd = [py, str(HERE / "memory_layout.py"), "--device", args.device]
+        results["layout"] = run_part("layout", cmd, min(60, left()), out)[0]
     if "throughput" in parts:
         extra = (args.throughput_args.split() if args.throughput_args else
                  ["--archs", str(args.archs), "--naive-archs", str(args.naive_archs), "--k", "auto",

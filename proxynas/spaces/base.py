@@ -90,9 +90,9 @@ class SearchSpace(ABC):
     #: :meth:`fuse` can train several of this space's networks as one
     fuses: ClassVar[bool] = False
     #: one-by-one training runs this space's networks channels-last (NHWC) when the
-    #: proxy's ``channels_last`` is on: set where a benchmark showed it faster, since
-    #: it is not for every network (on a CPU core the 720-ConvNet space's
-    #: InstanceNorm nets train 0.73x as fast channels-last, NB201's cells 1.4x)
+    #: proxy's ``channels_last`` is on: set where ``benchmarks/memory_layout.py``
+    #: shows it faster, since it is not for every network (on one CPU thread a
+    #: 720-ConvNet step takes 1.34x the time channels-last at 32x32, NB201's 0.64x)
     trains_channels_last: ClassVar[bool] = False
 
     def fuse(self, networks: Sequence[torch.nn.Module]) -> torch.nn.Module:

@@ -237,10 +237,10 @@ class NB201Space(ProductSpace):
     # -- networks -----------------------------------------------------------
 
     fuses: ClassVar[bool] = True
-    # measured on one CPU core (2026-11-28; benchmarks/throughput.py, 1 thread per worker):
-    # a training step of C=8 N=1 at 16x16 takes 0.7x the time channels-last, C=16 N=5 at
-    # 32x32 0.66x (the NCHW 3x3 average pool alone costs twice a 3x3 convolution at C=8);
-    # on CUDA channels-last is what bf16 tensor-core convolutions want
+    # benchmarks/memory_layout.py on one CPU thread (2026-11-28): a training step of C=8 N=1
+    # at 16x16 takes 0.78x the time channels-last, C=16 N=5 at 32x32 0.64x (the NCHW 3x3
+    # average pool alone costs twice a 3x3 convolution at C=8); on CUDA channels-last is what
+    # bf16 tensor-core convolutions want (not yet timed there)
     trains_channels_last: ClassVar[bool] = True
 
     def fuse(self, networks: Sequence[torch.nn.Module]) -> torch.nn.Module:
