@@ -18,6 +18,7 @@ that the class is registered so that a pipeline can name it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -198,3 +199,22 @@ class SearchSpaceContract:
             n = self.space.num_params(arch, **kwargs)
             assert isinstance(n, int) and n > 0
             assert n == sum(p.numel() for p in self.build(arch).parameters() if p.requires_grad)
+
+    def test_a_network_computes_the_same_channels_last(self):
+        # trains_channels_last only changes the memory layout: logits and gradients agree up to rounding
+        assert isinstance(type(self.space).trains_channels_last, bool)
+        x = self.images()
+        for arch in self.archs(self.num_built):
+            torch.manual_seed(0)
+            nchw = self.build(arch).train()
+            nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+            out, out_cl = nchw(x), nhwc(x.contiguous(memory_format=torch.channels_last))
+            torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-5)
+            out.square().sum().backward()
+            out_cl.square().sum().backward()
+            # relative to the network's largest gradient: normalising over a tiny batch amplifies rounding,
+            # and a bias that a norm layer cancels has a gradient of pure rounding
+            scale = max(float(p.grad.abs().max()) for p in nchw.parameters())
+            for (name, p), q in zip(nchw.named_parameters(), nhwc.parameters()):
+                error = float((q.grad - p.grad).abs().max())
+                assert error <= 1e-3 * scale, f"{arch} {name}: gradients differ by {error} (largest gradient {scale})"
