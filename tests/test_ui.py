@@ -54,12 +54,19 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def _as_in_a_terminal() -> None:
+    # A suite started in the background (`make test &`, nohup) ignores SIGINT, and an ignored
+    # signal stays ignored across exec: the child would never see the Ctrl-C this test sends.
+    # A command run in a terminal starts with SIGINT at its default, as here.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args, cwd) -> tuple[subprocess.Popen, str]:
     """``python -m proxynas ui ARGS`` and the page it prints once its server answers."""
     path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.Popen([sys.executable, "-m", "proxynas", "ui", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)],
                      daemon=True).start()
