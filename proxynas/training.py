@@ -201,9 +201,9 @@ def fit(
     ``settings.curve_every``-th epoch and always after the last one.
     Evaluation draws no random numbers, so it does not change the training.
 
-    ``channels_last`` (with ``settings.channels_last``) trains
-    and evaluates the network channels-last: the same computation in another
-    memory layout, so the results differ from NCHW's by float rounding only.
+    ``channels_last`` (with ``settings.channels_last``) trains and evaluates
+    the network channels-last: the same computation in another memory
+    layout, so the results differ from NCHW's by float rounding only.
     """
     model.to(device).train()
     channels_last = channels_last and settings.channels_last
