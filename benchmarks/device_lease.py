@@ -10,6 +10,12 @@ part's full output is written to ``--out/<part>.log``; the tables are printed
 again at the end (the tool returns only the tail of the output).
 
 1. ``env``: the card (``nvidia-smi -L``), torch and CUDA versions.
+   ``graphs`` (issue 13): ``tests/test_step_graphs.py`` on the card (its
+   two CUDA tests capture real graphs: graphed training agrees with eager
+   training, one graph per batch shape, a NaN still stops it), then
+   ``throughput.py --size gpu --steps 100 --cuda-graphs``: (a) beside
+   (b), (c) and (d) with every training step replayed as a CUDA graph
+   (``proxy.cuda_graphs``).
 2. ``throughput_quick`` (issue 13): ``throughput.py --size gpu --steps 20``
    on a few archs, every variant -- (a), (b), (c) processes sharing the
    card, (d) fused at two K, (e) the naive loop as CUDA graphs -- then (d) again in NCHW and with
@@ -36,8 +42,8 @@ The 2026-11-28 lease (H200) ran ``env,throughput,distill_probe,dm``: the
 fused run did not finish in its part (README, Throughput), and DM ran 3,955
 iterations at 0.024 s each. What a next lease should run, one issue each:
 
-    # issue 13: step rates of every variant first, then the full table (~9 min)
-    python benchmarks/device_lease.py --data-root D --budget 540 --parts env,throughput_quick,layout,throughput
+    # issue 13: CUDA-graph steps (tests, then rates beside the naive loop), every variant's step rate (~9 min)
+    python benchmarks/device_lease.py --data-root D --budget 540 --parts env,graphs,throughput_quick,layout
     # issue 15: DM's whole paper run, 20,000 iterations (~8 min) and its evaluation
     python benchmarks/device_lease.py --data-root D --budget 560 --parts env,dm --dm-iterations 20000
 """
@@ -158,6 +164,13 @@ def main(argv=None) -> int:
         results["env"] = run_part("env", cmd, min(60, left()), out)[0]
     throughput = [py, str(HERE / "throughput.py"), "--size", args.throughput_size, "--data-root", args.data_root,
                   "--device", args.device]
+    if "graphs" in parts:
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_step_graphs.py")]
+        results["graphs_test"] = run_part("graphs_test", cmd, min(90, left()), out)[0]
+        # 100 steps: each arch's captures (2 batch shapes, 3 warm-up steps each) weigh as they would in 400
+        cmd = [*throughput, "--steps", "100", "--archs", "24", "--naive-archs", "4", "--variants", "a,b,c,d",
+               "--k", "24", "--processes", "4,12", "--cuda-graphs"]
+        results["throughput_graphs"] = run_part("throughput_graphs", cmd, min(0.3 * args.budget, left()), out)[0]
     if "throughput_quick" in parts:
         quick = [*throughput, "--steps", "20", "--archs", "24", "--naive-archs", "4"]
         every = ["--variants", "a,b,c,d,e", "--k", "8,24", "--processes", "4,12"]

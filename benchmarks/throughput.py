@@ -31,9 +31,11 @@ variant's step rate on a short lease; ``--contiguous`` trains (b)-(d) in
 NCHW instead of channels-last (``proxy.channels_last: false``; by default
 (b) and (c) train NB201 channels-last on any device, fused groups on CUDA
 only, (a) and (e) always NCHW), ``--cudnn-benchmark`` lets
-cuDNN time its algorithms per shape and ``--compile`` runs each fused group
+cuDNN time its algorithms per shape, ``--compile`` runs each fused group
 through ``torch.compile`` (the suspects and the remedy to try when fusion is
-slow on a GPU; the per-arch paths (a)-(c) are never compiled);
+slow on a GPU; the per-arch paths (a)-(c) are never compiled) and
+``--cuda-graphs`` has (b)-(d) replay each training step as a CUDA graph
+(``proxy.cuda_graphs``; on a CPU the same steps run eagerly);
 ``--profile`` prints each in-process variant's costliest operators
 (torch.profiler; the device's self time on CUDA), to see where a step's
 time goes. Each variant prints its line (with peak memory and GPU
@@ -364,6 +366,8 @@ def main(argv=None) -> int:
                         help="(b)-(d) train NCHW instead of channels-last (proxy.channels_last: false)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each fused group's training forward (proxy.compile: true)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="(b)-(d) replay each training step as a CUDA graph (proxy.cuda_graphs: true)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its algorithms for each convolution shape (torch.backends.cudnn.benchmark)")
     parser.add_argument("--profile", action="store_true",
@@ -390,7 +394,7 @@ def main(argv=None) -> int:
     slow = archs[: args.naive_archs or len(archs)]
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     proxy = TrainProxy(batch_size=256, lr=0.05, augment="dsa", eval_size=args.eval_size,
-                       channels_last=not args.contiguous, compile=args.compile,
+                       channels_last=not args.contiguous, compile=args.compile, cuda_graphs=args.cuda_graphs,
                        **({"steps": size.steps} if size.steps else {"epochs": size.epochs}))
     ctx = ProxyContext(space=space, dataset=replace(data, val=held_out), train_data=train, device=device,
                        seed=args.seed)
@@ -403,7 +407,8 @@ def main(argv=None) -> int:
           f" {f'{size.steps} steps' if size.steps else f'{size.epochs} epochs'} of batch 256 with DSA,"
           f" scored on {len(held_out)} val images; {len(archs)} archs (seed {args.seed}),"
           f" {len(slow)} for the one-at-a-time loops; {layout},"
-          f" cudnn.benchmark {args.cudnn_benchmark}, compiled {args.compile}", flush=True)
+          f" cudnn.benchmark {args.cudnn_benchmark}, compiled {args.compile},"
+          f" (b)-(d) CUDA graphs {args.cuda_graphs}", flush=True)
 
     rows = []
 

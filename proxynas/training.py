@@ -25,6 +25,7 @@ from proxynas.errors import DivergenceError
 from proxynas.fields import Checked, checked
 from proxynas.models.fused import per_network_cross_entropy
 from proxynas.progress import Progress, null_progress
+from proxynas.step_graphs import StepGraphs, sgd_step_
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,16 @@ class TrainSettings(Checked):
     compiles once per batch shape of each group (minutes), so it can pay only
     for large groups and long schedules, and has not yet been shown to pay
     (``benchmarks/throughput.py --compile``). Evaluation runs uncompiled.
+
+    ``cuda_graphs``: every training step (forward, backward, SGD update) is
+    captured once per batch shape and replayed as one CUDA graph
+    (:mod:`proxynas.step_graphs`), for small networks whose steps are bound
+    by the host launching kernels; the optimizer is then PyTorch's SGD
+    written with a device-tensor learning rate. On a CPU, which has no
+    graphs, the same steps run eagerly and train bit for bit as without the
+    setting; on CUDA the results agree within float rounding. Off by
+    default: ``benchmarks/throughput.py --cuda-graphs`` measures whether it
+    pays.
     """
 
     epochs: int = checked(50, ge=1)
@@ -86,6 +97,8 @@ class TrainSettings(Checked):
     channels_last: bool = checked(True, keyed_when_set=True)
     # torch.compile the fused network's training forward (not by default: see the docstring)
     compile: bool = checked(False, keyed_when_set=True)
+    # replay each training step as a CUDA graph (not by default: see the docstring)
+    cuda_graphs: bool = checked(False, keyed_when_set=True)
 
     def budget_epochs(self, num_images: int) -> int:
         """Passes over ``num_images`` training images the budget makes (the last possibly partial)."""
@@ -225,7 +238,7 @@ def fit(
         return [result]
 
     curves = _train(
-        losses, model.parameters(), [label], data, settings, device=device, seed=seed,
+        losses, model, [label], data, settings, device=device, seed=seed,
         setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
         learned_schedule=learned_schedule,
         measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
@@ -289,7 +302,7 @@ def fit_fused(
         return result
 
     curves = _train(
-        losses, fused.parameters(), list(labels), data, settings, device=device, seed=seed,
+        losses, fused, list(labels), data, settings, device=device, seed=seed,
         setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
         learned_schedule=learned_schedule,
         measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
@@ -314,7 +327,7 @@ def _per_network_kd(logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def _train(
     losses,
-    parameters,
+    network: nn.Module,
     labels: list[str],
     data: ImageData,
     settings: TrainSettings,
@@ -333,9 +346,11 @@ def _train(
     """The SGD loop of :func:`fit` and :func:`fit_fused`: one learning curve per network.
 
     ``losses(batch, targets, teacher_logits)`` gives the ``[n]`` losses of the
-    n networks on a batch; ``measure()`` their ``(val_loss, val_acc)``.
-    Nothing in the loop reads a device value except every ``check_every``
-    steps, at the end, and when ``measure`` runs.
+    n networks (``network``'s parameters) on a batch; ``measure()`` their
+    ``(val_loss, val_acc)``. Nothing in the loop reads a device value except
+    every ``check_every`` steps, at the end, and when ``measure`` runs. Each
+    step is :class:`_EagerSteps`'s, or with ``settings.cuda_graphs``
+    :class:`_GraphedSteps`'s.
     """
     count = len(labels)
     x_all = data.x.to(device)
@@ -368,24 +383,31 @@ def _train(
         momentum, weight_decay = settings.momentum, settings.weight_decay
         nesterov = settings.nesterov and settings.momentum > 0
     epochs = math.ceil(total / steps_per_epoch)
-    opt = torch.optim.SGD(
-        parameters,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
-        foreach=True,  # torch only defaults to foreach on CUDA; on CPU it is ~2x faster for small nets
-    )
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        if settings.schedule == "cosine" and not replay
-        else None
-    )
+    params = list(network.parameters())
     augment = _augmenter("none" if replay else settings.augment)
     gen = torch.Generator().manual_seed(seed)
     use_amp = settings.amp and device.type == "cuda"
     bad_epoch = torch.full((count,), -1, dtype=torch.long, device=device)
     bad_value = torch.zeros(count, device=device)
+    loss_sum = torch.zeros(count, device=device)
+
+    def record(detached: torch.Tensor, epoch: int | torch.Tensor) -> None:
+        # in place, so that a CUDA graph's copy of a step updates these very tensors
+        newly_bad = ~torch.isfinite(detached) & (bad_epoch < 0)
+        bad_value.copy_(torch.where(newly_bad, detached, bad_value))
+        bad_epoch.copy_(torch.where(newly_bad, epoch, bad_epoch))
+        loss_sum.add_(detached)
+
+    recipe = _Recipe(
+        lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, total=total,
+        rates=tuple(step_sizes) if replay else None, cosine=settings.schedule == "cosine" and not replay,
+        use_amp=use_amp,
+    )
+    steps: _EagerSteps | _GraphedSteps
+    if settings.cuda_graphs:
+        steps = _GraphedSteps(losses, record, network, recipe, device=device, state=[bad_epoch, bad_value, loss_sum])
+    else:
+        steps = _EagerSteps(losses, record, params, recipe, device=device)
 
     def check() -> None:
         first_bad = bad_epoch.tolist()
@@ -401,8 +423,8 @@ def _train(
     curves: list[list[EpochRecord]] = [[] for _ in labels]
 
     def flush() -> None:
-        for epoch_no, steps, loss_sum, taken, measured in pending:
-            sums = loss_sum.tolist()
+        for epoch_no, steps, sums_now, taken, measured in pending:
+            sums = sums_now.tolist()
             for k in range(count):
                 val = measured[k] if measured is not None else (None, None)
                 curves[k].append(EpochRecord(epoch_no, steps, sums[k] / taken, *val))
@@ -411,33 +433,17 @@ def _train(
 
     for epoch in range(epochs):
         order = to_device_async(torch.randperm(n, generator=gen), device)
-        loss_sum = torch.zeros(count, device=device)
+        loss_sum.zero_()
         taken = min(steps_per_epoch, total - step)
         for i in range(taken):
-            if replay:
-                idx = step_batches[i]
-                for group in opt.param_groups:
-                    group["lr"] = step_sizes[step]
-            else:
-                idx = order[i * batch : (i + 1) * batch]
+            idx = step_batches[i] if replay else order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx], seed * 1_000_003 + step)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if teacher is None:
-                    loss = losses(xb, y_all[idx], None)
-                else:
-                    with torch.no_grad():
-                        target = teacher(xb).float()
-                    loss = losses(xb, None, target)
-            detached = loss.detach()
-            newly_bad = ~torch.isfinite(detached) & (bad_epoch < 0)
-            bad_epoch = torch.where(newly_bad, epoch, bad_epoch)
-            bad_value = torch.where(newly_bad, detached, bad_value)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            loss_sum += detached
+            teacher_logits = None
+            if teacher is not None:
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    teacher_logits = teacher(xb).float()
+            steps.at(step, epoch)
+            steps((xb, y_all[idx] if teacher is None else None, teacher_logits))
             step += 1
             if step % check_every == 0:
                 check()
@@ -446,11 +452,128 @@ def _train(
         if measure is not None and (last or settings.curve_every and (epoch + 1) % settings.curve_every == 0):
             check()  # a diverged network is not worth evaluating
             measured = measure()
-        pending.append((epoch + 1, step, loss_sum, taken, measured))
+        pending.append((epoch + 1, step, loss_sum.clone(), taken, measured))
         if last or measured is not None or step % check_every < taken:
             check()
             flush()
     return [tuple(c) for c in curves]
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What one SGD step needs besides the data: the optimizer's settings and each step's rate."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+    total: int
+    rates: tuple[float, ...] | None  # the learned per-step rates of a replayed schedule
+    cosine: bool
+    use_amp: bool
+
+    def step_rates(self) -> list[float]:
+        """The learning rate of every step, the very floats :class:`_EagerSteps`'s optimizer uses."""
+        if self.rates is not None:
+            return list(self.rates)
+        if not self.cosine:
+            return [self.lr] * self.total
+        # stepping the scheduler itself, not its closed form: its recursive form rounds differently
+        probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=self.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(probe, T_max=self.total)
+        rates = []
+        for _ in range(self.total):
+            rates.append(probe.param_groups[0]["lr"])
+            probe.step()
+            sched.step()
+        return rates
+
+
+class _EagerSteps:
+    """Training steps as PyTorch runs them: torch.optim.SGD, the cosine schedule stepped after each step."""
+
+    def __init__(self, losses, record, params: list[torch.Tensor], recipe: _Recipe, *, device: torch.device) -> None:
+        self.losses, self.record, self.recipe, self.device = losses, record, recipe, device
+        self.opt = torch.optim.SGD(
+            params,
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
+            foreach=True,  # torch only defaults to foreach on CUDA; on CPU it is ~2x faster for small nets
+        )
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=recipe.total) if recipe.cosine else None
+        self.epoch = 0
+
+    def at(self, step: int, epoch: int) -> None:
+        """The next call is step ``step`` (from 0) of epoch ``epoch``."""
+        self.epoch = epoch
+        if self.recipe.rates is not None:
+            for group in self.opt.param_groups:
+                group["lr"] = self.recipe.rates[step]
+
+    def __call__(self, inputs: tuple[torch.Tensor | None, ...]) -> None:
+        xb, target, teacher_logits = inputs
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.recipe.use_amp):
+            loss = self.losses(xb, target, teacher_logits)
+        self.record(loss.detach(), self.epoch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
+
+
+class _GraphedSteps:
+    """Training steps as CUDA graph replays (:mod:`proxynas.step_graphs`); eager, on the same buffers, on a CPU.
+
+    The rate of each step is a device tensor set before the step (the
+    floats :class:`_EagerSteps` uses) and the update is
+    :func:`~proxynas.step_graphs.sgd_step_`, PyTorch's SGD written with it:
+    on a CPU the two train bit for bit alike; on CUDA a graph may run other
+    kernels (cuDNN's choice, autocast uncached), so they agree within float
+    rounding. ``state`` lists the loop's own
+    tensors a step changes (divergence flags, loss sums), which warm-up
+    steps must leave as they were.
+    """
+
+    def __init__(
+        self, losses, record, network: nn.Module, recipe: _Recipe, *, device: torch.device,
+        state: list[torch.Tensor],
+    ) -> None:
+        self.rates = recipe.step_rates()
+        # locals, not attributes, in the step: a closure holding self would make a reference
+        # cycle, and the graphs' memory would wait for the garbage collector after each network
+        lr_now = self.lr_now = torch.full((), self.rates[0], device=device)
+        epoch_now = self.epoch_now = torch.zeros((), dtype=torch.long, device=device)
+        params = list(network.parameters())
+        buffers = [torch.zeros_like(p) for p in params] if recipe.momentum else []
+
+        def step(inputs: tuple[torch.Tensor | None, ...]) -> None:
+            xb, target, teacher_logits = inputs
+            for p in params:
+                p.grad = None
+            # autocast's weight cache must be off while capturing (PyTorch's CUDA graphs notes)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.use_amp, cache_enabled=False):
+                loss = losses(xb, target, teacher_logits)
+            record(loss.detach(), epoch_now)
+            loss.sum().backward()
+            # as torch.optim.SGD, a parameter without a gradient is left alone (no decay, no momentum)
+            live = [k for k, p in enumerate(params) if p.grad is not None]
+            sgd_step_(
+                [params[k] for k in live], [params[k].grad for k in live], [buffers[k] for k in live] if buffers else [],
+                lr_now, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov,
+            )
+
+        self.graphs = StepGraphs(step, [*params, *network.buffers(), *buffers, *state], device=device)
+
+    def at(self, step: int, epoch: int) -> None:
+        """The next call is step ``step`` (from 0) of epoch ``epoch``."""
+        self.lr_now.fill_(self.rates[step])
+        self.epoch_now.fill_(epoch)
+
+    def __call__(self, inputs: tuple[torch.Tensor | None, ...]) -> None:
+        self.graphs(inputs)
 
 
 def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, **options: Any) -> nn.Module:

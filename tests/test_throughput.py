@@ -53,3 +53,15 @@ def test_the_cuda_graph_variant_says_it_needs_cuda_on_a_cpu(bench, folder, capsy
     assert bench.main(["--archs", "1", "--variants", "e", "--eval-size", "6", "--steps", "2",
                        "--data-root", folder, "--device", "cpu"]) == 0
     assert "(e) CUDA graphs: skipped, it needs a CUDA device" in capsys.readouterr().out
+
+
+def test_cuda_graphs_train_the_per_arch_and_fused_variants_as_without_them_on_a_cpu(bench, folder, capsys):
+    def arch_rows(*extra):
+        assert bench.main(["--archs", "3", "--naive-archs", "2", "--variants", "a,b,d", "--k", "3", "--eval-size", "6",
+                           "--steps", "12", "--data-root", folder, "--device", "cpu", *extra]) == 0
+        out = capsys.readouterr().out
+        assert f"(b)-(d) CUDA graphs {bool(extra)}" in out.splitlines()[0]
+        return [line for line in out.splitlines() if line.startswith("| `")]
+
+    plain, graphed = arch_rows(), arch_rows("--cuda-graphs")
+    assert len(plain) == 2 and graphed == plain  # on a CPU the graphed steps run eagerly, bit for bit alike
