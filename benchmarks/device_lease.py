@@ -14,11 +14,13 @@ again at the end (the tool returns only the tail of the output).
    two CUDA tests capture real graphs: graphed training agrees with eager
    training, one graph per batch shape, a NaN still stops it), then
    ``throughput.py --size gpu --steps 100 --cuda-graphs``: (a) beside
-   (b), (c) and (d) with every training step replayed as a CUDA graph
-   (``proxy.cuda_graphs``).
+   (b) and (f) (K networks side by side on K CUDA streams, one graph with K
+   parallel branches) with every training step replayed as a CUDA graph
+   (``proxy.cuda_graphs``), then (c) and (d) so.
 2. ``throughput_quick`` (issue 13): ``throughput.py --size gpu --steps 20``
    on a few archs, every variant -- (a), (b), (c) processes sharing the
-   card, (d) fused at two K, (e) the naive loop as CUDA graphs -- then (d) again in NCHW and with
+   card, (d) fused at two K, (e) the naive loop as CUDA graphs, (f) side
+   by side at two K -- then (d) again in NCHW and with
    ``cudnn.benchmark``, and (b) and (d) under torch.profiler: each
    variant's step rate, and where a step's device time goes, in about a
    minute each; (b) runs NCHW too (one-by-one NB201 training is
@@ -168,12 +170,14 @@ def main(argv=None) -> int:
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_step_graphs.py")]
         results["graphs_test"] = run_part("graphs_test", cmd, min(90, left()), out)[0]
         # 100 steps: each arch's captures (2 batch shapes, 3 warm-up steps each) weigh as they would in 400
-        cmd = [*throughput, "--steps", "100", "--archs", "24", "--naive-archs", "4", "--variants", "a,b,c,d",
-               "--k", "24", "--processes", "4,12", "--cuda-graphs"]
-        results["throughput_graphs"] = run_part("throughput_graphs", cmd, min(0.3 * args.budget, left()), out)[0]
+        graphed = [*throughput, "--steps", "100", "--archs", "24", "--naive-archs", "4", "--cuda-graphs"]
+        for name, extra, share in (("throughput_graphs", ["--variants", "a,b,f", "--k", "8,24"], 0.25),
+                                   ("throughput_graphs_more", ["--variants", "c,d", "--k", "24", "--processes", "4"],
+                                    0.15)):
+            results[name] = run_part(name, [*graphed, *extra], min(share * args.budget, left()), out)[0]
     if "throughput_quick" in parts:
         quick = [*throughput, "--steps", "20", "--archs", "24", "--naive-archs", "4"]
-        every = ["--variants", "a,b,c,d,e", "--k", "8,24", "--processes", "4,12"]
+        every = ["--variants", "a,b,c,d,e,f", "--k", "8,24", "--processes", "4,12"]
         for name, extra in (("throughput_quick", every),
                             ("throughput_nchw", ["--variants", "b,d", "--k", "8,24", "--contiguous"]),
                             ("throughput_cudnn", ["--variants", "d", "--k", "8,24", "--cudnn-benchmark"]),

@@ -23,9 +23,13 @@ batch 256) and scores them on the same ``--eval-size`` validation images:
     (:mod:`proxynas.models.fused`), in-process and, on a CPU, in N workers;
 (e) ``CUDA graphs`` (GPU only): (a)'s algorithm with each training step
     captured once and replayed as one CUDA graph (:func:`graphed_scores`),
-    to measure what launch overhead costs a small network.
+    to measure what launch overhead costs a small network;
+(f) ``side by side K``: ``TrainProxy(arch_batch=K, batching="side_by_side")``,
+    K whole networks trained at once, network k on CUDA stream k so that
+    their kernels may overlap (on a CPU one after another, each as (b)
+    trains it), in-process.
 
-``--variants`` picks which run (``a,b,c,d``); ``--steps N`` replaces the
+``--variants`` picks which run (``a,b,c,d,e,f``); ``--steps N`` replaces the
 size's schedule with N training steps, for a quick first look at each
 variant's step rate on a short lease; ``--contiguous`` trains (b)-(d) in
 NCHW instead of channels-last (``proxy.channels_last: false``; by default
@@ -34,7 +38,7 @@ only, (a) and (e) always NCHW), ``--cudnn-benchmark`` lets
 cuDNN time its algorithms per shape, ``--compile`` runs each fused group
 through ``torch.compile`` (the suspects and the remedy to try when fusion is
 slow on a GPU; the per-arch paths (a)-(c) are never compiled) and
-``--cuda-graphs`` has (b)-(d) replay each training step as a CUDA graph
+``--cuda-graphs`` has (b)-(d) and (f) replay each training step as a CUDA graph
 (``proxy.cuda_graphs``; on a CPU the same steps run eagerly);
 ``--profile`` prints each in-process variant's costliest operators
 (torch.profiler; the device's self time on CUDA), to see where a step's
@@ -355,10 +359,12 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", type=int, default=16, help="uniformly drawn NB201 cells (default 16)")
     parser.add_argument("--naive-archs", type=int, default=None,
                         help="archs for (a) and (b), the slow loops (default: all); rates are per arch")
-    parser.add_argument("--k", default="4,8,16", help="comma list of arch_batch values for (d); 'auto' measures the count that fits the device")
+    parser.add_argument("--k", default="4,8,16",
+                        help="comma list of arch_batch values for (d) and (f); 'auto' (d only) measures the count"
+                             " that fits the device")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for (c) and (d) on a CPU")
     parser.add_argument("--steps", type=int, default=None, help="training steps instead of the size's schedule")
-    parser.add_argument("--variants", default="a,b,c,d,e",
+    parser.add_argument("--variants", default="a,b,c,d,e,f",
                         help="comma list of the variants to run (default all); the agreement tables need a, b and d")
     parser.add_argument("--processes", default="4,12",
                         help="comma list of process counts for (c) on a GPU (spawned, sharing the card)")
@@ -367,7 +373,7 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each fused group's training forward (proxy.compile: true)")
     parser.add_argument("--cuda-graphs", action="store_true",
-                        help="(b)-(d) replay each training step as a CUDA graph (proxy.cuda_graphs: true)")
+                        help="(b)-(d) and (f) replay each training step as a CUDA graph (proxy.cuda_graphs: true)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN time its algorithms for each convolution shape (torch.backends.cudnn.benchmark)")
     parser.add_argument("--profile", action="store_true",
@@ -380,8 +386,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     variants = set(args.variants.split(","))
-    if not variants <= {"a", "b", "c", "d", "e"}:  # before the data is loaded
-        parser.error(f"--variants takes a comma list of a, b, c, d, e; got {args.variants!r}")
+    if not variants <= {"a", "b", "c", "d", "e", "f"}:  # before the data is loaded
+        parser.error(f"--variants takes a comma list of a, b, c, d, e, f; got {args.variants!r}")
     size = SIZES[args.size]
     if args.steps:
         size = replace(size, steps=args.steps, epochs=None)
@@ -408,7 +414,7 @@ def main(argv=None) -> int:
           f" scored on {len(held_out)} val images; {len(archs)} archs (seed {args.seed}),"
           f" {len(slow)} for the one-at-a-time loops; {layout},"
           f" cudnn.benchmark {args.cudnn_benchmark}, compiled {args.compile},"
-          f" (b)-(d) CUDA graphs {args.cuda_graphs}", flush=True)
+          f" (b)-(d), (f) CUDA graphs {args.cuda_graphs}", flush=True)
 
     rows = []
 
@@ -467,6 +473,12 @@ def main(argv=None) -> int:
             measure(f"(d) fused K={k} workers={args.workers}", archs,
                     lambda: score_all(batched, archs, ctx, workers=args.workers))
 
+    side: dict[int, list[float]] = {}
+    for k in [int(v) for v in args.k.split(",") if v != "auto"] if "f" in variants else []:
+        together = replace(proxy, arch_batch=k, batching="side_by_side")
+        side[k] = accs(measure(f"(f) side by side K={k}", archs,
+                               lambda: score_all(together, archs, ctx, workers=1, progress=Ticker(time.perf_counter()))))
+
     if not rows:
         return 0
     base = rows[0][3] if naive is not None else None
@@ -485,6 +497,11 @@ def main(argv=None) -> int:
         diffs = [abs(a - e) for a, e in zip(naive, graphed)]
         print(f"\n(a) naive vs (e) CUDA graphs, the same algorithm on {len(slow)} archs: mean abs diff"
               f" {statistics.fmean(diffs):.2f}, max {max(diffs):.2f} points (float rounding)")
+    if per_arch is not None and side:
+        k_side = max(side)
+        diffs = [abs(b - f) for b, f in zip(per_arch, side[k_side])]
+        print(f"\n(b) per-arch vs (f) side by side K={k_side} on {len(per_arch)} archs: mean abs diff"
+              f" {statistics.fmean(diffs):.2f}, max {max(diffs):.2f} points (0 on a CPU: the same kernels)")
     if naive is None or per_arch is None or not fused:
         return 0
     k_best = max(fused, key=lambda k: float("inf") if k == "auto" else k)

@@ -24,6 +24,7 @@ from proxynas.distill.base import StepSchedule
 from proxynas.errors import DivergenceError
 from proxynas.fields import Checked, checked
 from proxynas.models.fused import per_network_cross_entropy
+from proxynas.models.parallel import SideBySide
 from proxynas.progress import Progress, null_progress
 from proxynas.step_graphs import StepGraphs, sgd_step_
 
@@ -309,6 +310,64 @@ def fit_fused(
     )
     return curves
 
+
+def fit_side_by_side(
+    networks: Sequence[nn.Module],
+    data: ImageData,
+    settings: TrainSettings,
+    *,
+    device: torch.device,
+    seed: int,
+    labels: Sequence[str],
+    setting_prefix: str = "proxy",
+    progress: Progress = null_progress,
+    soft_labels: torch.Tensor | None = None,
+    label_loss: str = "ce",
+    learned_lr: float | None = None,
+    learned_schedule: StepSchedule | None = None,
+    eval_data: ImageData | None = None,
+    teacher: nn.Module | None = None,
+    temperature: float = 4.0,
+    check_every: int = DIVERGENCE_CHECK_STEPS,
+    channels_last: bool = False,
+) -> list[tuple[EpochRecord, ...]]:
+    """:func:`fit` for ``networks`` trained at once, side by side (:class:`~proxynas.models.parallel.SideBySide`).
+
+    Each network gets its own loss, computed as :func:`fit` computes it,
+    its own gradient (the losses are summed for one backward pass), the
+    batches, augmentations and step sizes :func:`fit` would give it with
+    the same ``seed``, and is evaluated as :func:`fit` evaluates it; on a
+    CPU each therefore trains bit for bit as it does alone. On CUDA network
+    k runs on stream k. One learning curve per network, in order;
+    ``channels_last`` as :func:`fit`'s.
+    """
+    together = SideBySide(networks).to(device).train()
+    channels_last = channels_last and settings.channels_last
+    if channels_last:
+        together.to(memory_format=torch.channels_last)
+    criterion = _criterion(settings, soft_labels, label_loss)
+
+    def losses(xb: torch.Tensor, target: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        logits = together(xb).float()
+        # each column contiguous, as a network's own logits are, so the loss kernels round alike
+        columns = [logits[:, k].contiguous() for k in range(len(together))]
+        if teacher_logits is None:
+            return torch.stack([criterion(column, target) for column in columns])
+        return torch.stack([kd_loss(column, teacher_logits, temperature) for column in columns])
+
+    def measure() -> list[tuple[float, float]]:
+        results = [evaluate(net, eval_data, device=device, channels_last=channels_last) for net in together.networks]
+        together.train()
+        return results
+
+    return _train(
+        losses, together, list(labels), data, settings, device=device, seed=seed,
+        setting_prefix=setting_prefix, progress=progress, soft_labels=soft_labels, learned_lr=learned_lr,
+        learned_schedule=learned_schedule,
+        measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
+    )
 
 def _criterion(settings: TrainSettings, soft_labels: torch.Tensor | None, label_loss: str):
     if soft_labels is not None and settings.soft_labels:

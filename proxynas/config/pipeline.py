@@ -375,10 +375,11 @@ class PipelineConfig:
         for where, proxy in [("proxy", self.proxy), ("reference", self.reference), *(
             (f"baselines.{name}", p) for name, p in self.baselines.items()
         )]:
-            if proxy.archs_per_scoring() > 1 and not self.space.fuses:
+            if proxy.archs_per_scoring() > 1 and not proxy.batches_in(self.space):
                 raise ValueError(
                     f"{where}.arch_batch={proxy.archs_per_scoring()} trains architectures fused, which the"
                     f" {self.space.name} space does not support; set {where}.arch_batch: 1"
+                    f" or {where}.batching: side_by_side"
                 )
             if getattr(proxy, "arch_batch", None) == "auto" and self.run.storage:
                 # every process must cut the same groups; auto would cut them by its own device's memory

@@ -118,6 +118,10 @@ class Proxy(Checked, ABC):
         """How many archs :meth:`score_batch` trains at once (1, the default: one at a time)."""
         return 1
 
+    def batches_in(self, space) -> bool:
+        """Whether :meth:`score_batch` can take several archs of ``space`` at once (by default: if it fuses)."""
+        return space.fuses
+
     def fitted_to(self, archs: Sequence[str], ctx: ProxyContext) -> "Proxy":
         """This proxy with the settings that depend on the device resolved for scoring ``archs``.
 

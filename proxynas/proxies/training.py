@@ -35,7 +35,7 @@ from proxynas.progress import null_progress
 from proxynas.proxies import arch_batch as auto_batch
 from proxynas.proxies.base import PROXIES, Proxy, ProxyContext, Scored
 from proxynas.models.fused import NotFusable
-from proxynas.training import EpochRecord, TrainSettings, fit, fit_fused
+from proxynas.training import EpochRecord, TrainSettings, fit, fit_fused, fit_side_by_side
 
 #: what ``scores`` may name
 SCORE_FORMS = "val_acc, val_loss, sotl_<E> (E a positive integer), val_acc@<P>% (P in 1..100)"
@@ -134,6 +134,14 @@ class TrainProxy(TrainSettings, Proxy):
       pay). The groups then depend on the device's free memory, so results
       may differ from another device's by float rounding; give a number
       where that matters (a distributed run, ``run.storage``, requires one).
+    * ``batching``: how ``arch_batch`` networks train at once. ``fused``
+      (default) stacks them into one network (HFTA-style grouped
+      convolutions; spaces that can fuse, NB201); ``side_by_side`` keeps
+      them whole and runs network k on CUDA stream k, so their kernels may
+      overlap on the card -- with ``cuda_graphs`` one graph holds the
+      networks as parallel branches (:mod:`proxynas.models.parallel`) --
+      any space, one after another on a CPU, where it trains each network
+      as one-by-one training does (its layout too).
     """
 
     #: 2: scores on ``eval_split`` (val by default), records learning curves, several named scores;
@@ -149,6 +157,7 @@ class TrainProxy(TrainSettings, Proxy):
     eval_size: int | None = checked(None, ge=1)
     scores: tuple[str, ...] = checked(("val_acc",), check=_check_scores)
     arch_batch: int | str = checked(1, check=_check_arch_batch, keyed_when_set=True)
+    batching: str = checked("fused", choices=("fused", "side_by_side"), keyed_when_set=True)
     # set on the copy fitted_to() returns, for the out-of-memory message; never in a cache key
     _chosen_automatically: bool = field(
         default=False, init=False, repr=False, compare=False, metadata={KEYED_WHEN_SET: True}
@@ -225,6 +234,10 @@ class TrainProxy(TrainSettings, Proxy):
             "temperature": ctx.temperature,
         }
 
+    def batches_in(self, space) -> bool:
+        """Side by side, any space's networks train at once; fused, only a space's that fuses."""
+        return self.batching == "side_by_side" or space.fuses
+
     def archs_per_scoring(self) -> int:
         """``arch_batch``; 1 while it is ``auto`` and not yet :meth:`fitted_to` a device."""
         return 1 if self.arch_batch == "auto" else self.arch_batch
@@ -234,7 +247,7 @@ class TrainProxy(TrainSettings, Proxy):
         if self.arch_batch != "auto":
             return self
         count = 1
-        if auto_batch.measures_memory(ctx.device) and ctx.space.fuses and len(archs) > 1:
+        if auto_batch.measures_memory(ctx.device) and self.batches_in(ctx.space) and len(archs) > 1:
             count = self._fitting_arch_batch(archs, ctx)
         fitted = dataclasses.replace(self, arch_batch=count)
         object.__setattr__(fitted, "_chosen_automatically", True)
@@ -262,18 +275,30 @@ class TrainProxy(TrainSettings, Proxy):
         return auto_batch.fitting_count(peak, budget, len(archs))
 
     def score_batch(self, archs: Sequence[str], ctx: ProxyContext) -> list[Scored]:
-        """Train ``archs`` as one fused network (``arch_batch``); their scores, in order."""
+        """Train ``archs`` at once (``arch_batch``, fused or side by side: ``batching``); their scores, in order."""
         if len(archs) == 1:
             return [self.score_values(archs[0], ctx)]
         self._check_steps_budget(ctx)
         networks = [self._build(arch, ctx) for arch in archs]
         prefix = ctx.setting_prefix
+        options = self._fit_options(ctx)
+        if self.batching == "side_by_side":
+            def train() -> list[tuple[EpochRecord, ...]]:
+                return fit_side_by_side(networks, ctx.train_data, self, labels=list(archs),
+                                        channels_last=ctx.space.trains_channels_last, **options)
+        else:
+            try:
+                fused = ctx.space.fuse(networks)
+            except NotFusable as exc:
+                raise ConfigError(
+                    f"{prefix}.arch_batch={self.arch_batch}: {exc}; set {prefix}.arch_batch: 1"
+                    f" or {prefix}.batching: side_by_side"
+                ) from None
+
+            def train() -> list[tuple[EpochRecord, ...]]:
+                return fit_fused(fused, ctx.train_data, self, labels=list(archs), **options)
         try:
-            fused = ctx.space.fuse(networks)
-        except NotFusable as exc:
-            raise ConfigError(f"{prefix}.arch_batch={self.arch_batch}: {exc}; set {prefix}.arch_batch: 1") from None
-        try:
-            curves = fit_fused(fused, ctx.train_data, self, labels=list(archs), **self._fit_options(ctx))
+            curves = train()
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _out_of_memory(exc):
                 raise

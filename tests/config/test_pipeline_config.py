@@ -63,8 +63,9 @@ def test_set_overrides_reach_plugins():
         (
             "space={name: convnet720}|proxy.arch_batch=4",
             "proxy.arch_batch=4 trains architectures fused, which the convnet720 space does not support;"
-            " set proxy.arch_batch: 1",
+            " set proxy.arch_batch: 1 or proxy.batching: side_by_side",
         ),
+        ("proxy.batching=stacked", "proxy: unknown batching 'stacked'; choose one of: fused, side_by_side"),
     ],
 )
 def test_bad_settings_give_one_line_errors(override, message):
@@ -170,3 +171,9 @@ def test_a_distiller_preset_fills_the_papers_settings_and_explicit_keys_win():
                          ["distill.methods={dm: {preset: cifar10-ipc10, width: 64}}"])
     dm = config.distill.methods["dm"]
     assert dm == DM(**{**preset, "width": 64}) and dm == DM.paper("cifar10", 10, width=64)
+
+
+def test_side_by_side_batching_trains_any_space_at_once():
+    config = load_config(PIPELINES[0].parent / "quickstart.yaml",
+                         ["space={name: convnet720}", "proxy.arch_batch=4", "proxy.batching=side_by_side"])
+    assert config.proxy.archs_per_scoring() == 4 and config.proxy.batching == "side_by_side"

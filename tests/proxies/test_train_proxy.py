@@ -15,3 +15,10 @@ class TestFusedTrainContract(ProxyContract):
     proxy = TrainProxy(epochs=3, batch_size=8, lr=0.1, arch_batch=3, scores=("val_acc", "sotl_2"))
     splits = separable_data()
     batch_tolerance = 100 / 48 + 1e-9
+
+
+class TestSideBySideTrainContract(ProxyContract):
+    # three archs side by side: on a CPU each trains as it does alone, whatever their batch
+    proxy = TrainProxy(epochs=3, batch_size=8, lr=0.1, arch_batch=3, batching="side_by_side",
+                       scores=("val_acc", "sotl_2"))
+    splits = separable_data()
