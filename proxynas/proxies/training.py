@@ -209,7 +209,9 @@ class TrainProxy(TrainSettings, Proxy):
     def _build(self, arch: str, ctx: ProxyContext) -> torch.nn.Module:
         torch.manual_seed(ctx.seed)  # every arch starts from the weights this seed gives it alone
         shape = ctx.dataset.shape
-        return ctx.space.build(arch, in_channels=shape[0], num_classes=ctx.dataset.num_classes, image_size=shape[1])
+        return ctx.space.build_for_training(
+            arch, in_channels=shape[0], num_classes=ctx.dataset.num_classes, image_size=shape[1]
+        )
 
     def _check_steps_budget(self, ctx: ProxyContext) -> None:
         if self.steps is not None:

@@ -87,6 +87,16 @@ class SearchSpace(ABC):
         The network also implements :class:`FeatureNetwork` (the contract suite checks it).
         """
 
+    def build_for_training(self, arch: str, *, in_channels: int, num_classes: int, image_size: int) -> torch.nn.Module:
+        """:meth:`build`, for a network that will only be trained and evaluated (the training proxy's).
+
+        A space may return one that skips computation that cannot change its
+        logits (NB201: edges into unused nodes and ``none`` edges); it must
+        train exactly as :meth:`build`'s (the contract suite checks it).
+        Zero-cost proxies use :meth:`build`: they read every layer.
+        """
+        return self.build(arch, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+
     #: :meth:`fuse` can train several of this space's networks as one
     fuses: ClassVar[bool] = False
     #: one-by-one training runs this space's networks channels-last (NHWC) when the

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from proxynas.errors import ArchError
-from proxynas.spaces.nb201_ops import CELL_OPS, ReLUConvBN
+from proxynas.spaces.nb201_ops import CELL_OPS, ReLUConvBN, Zero
 
 
 def _nodes_for(num_edges: int) -> int:
@@ -54,13 +54,65 @@ class NB201Cell(nn.Module):
                 f"no implementation for op(s) {', '.join(unknown)}; implemented: {', '.join(CELL_OPS.names())}"
             )
         self.edges = nn.ModuleList(CELL_OPS.get(op)(channels) for op, _ in pairs)
+        self.live_edges_only = False
+        self._live_inputs = _live_inputs([isinstance(edge, Zero) for edge in self.edges], self.nodes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.live_edges_only:
+            return self.forward_live_edges(x)
+        return self.forward_all_edges(x)
+
+    def forward_all_edges(self, x: torch.Tensor) -> torch.Tensor:
+        """Every edge computed, ``none`` ones as zeros kept in the autograd graph (what NB201's code does)."""
         feats, k = [x], 0
         for j in range(1, self.nodes):
             feats.append(sum(self.edges[k + i](feats[i]) for i in range(j)))
             k += j
         return feats[-1]
+
+    def forward_live_edges(self, x: torch.Tensor) -> torch.Tensor:
+        """The cell's output computed from the edges that can change it, for training only.
+
+        Skipped: ``none`` edges (each adds zeros) and every edge into a node
+        that reaches the output through ``none`` edges only (its value is
+        never used). The output is :meth:`forward_all_edges`'s, value for
+        value (adding zeros changes at most the sign of a zero), and so is
+        the gradient of every parameter that it depends on; the parameters
+        of skipped edges get no gradient instead of zeros. Zero-cost proxies
+        read every edge's activations and gradients, so a network uses this
+        only when built to be trained
+        (:meth:`NB201Space.build_for_training <proxynas.spaces.nb201.NB201Space.build_for_training>`).
+        """
+        feats: list[torch.Tensor | None] = [x]
+        for inputs in self._live_inputs:
+            if inputs is None:  # no path to the output
+                feats.append(None)
+                continue
+            if not inputs:  # only none edges come in: zeros, still depending on x as NB201's are
+                feats.append(x.mul(0.0))
+                continue
+            feats.append(sum(self.edges[k](feats[i]) for k, i in inputs))
+        return feats[-1]
+
+
+def _live_inputs(zero: Sequence[bool], nodes: int) -> list[list[tuple[int, int]] | None]:
+    """For nodes 1..n-1: the ``(edge index, source node)`` of their non-``none`` inputs, or None if unused.
+
+    A node is used if it is the output or feeds a used node through an edge
+    that is not ``none``; edges are in NB201 order (into node j from node i:
+    the ``j(j-1)/2 + i``-th).
+    """
+    def edge(j: int, i: int) -> int:
+        return j * (j - 1) // 2 + i
+
+    used = {nodes - 1}
+    for j in range(nodes - 2, 0, -1):
+        if any(t in used and not zero[edge(t, j)] for t in range(j + 1, nodes)):
+            used.add(j)
+    return [
+        [(edge(j, i), i) for i in range(j) if not zero[edge(j, i)]] if j in used else None
+        for j in range(1, nodes)
+    ]
 
 
 class ResidualReduction(nn.Module):
@@ -92,6 +144,10 @@ class NB201Network(nn.Module):
     ``parse_arch("|nor_conv_3x3~0|+|...")``; any complete-DAG cell works, so
     variant cell spaces with other node counts reuse this skeleton.
 
+    ``live_edges_only``: the cells skip the edges that cannot change their
+    output (:meth:`NB201Cell.forward_live_edges`), for a network that is only
+    trained and evaluated.
+
     Features (for zero-cost proxies, cf. NASLib's ``forward_before_global_avg_pool``):
     :meth:`forward_features` returns F_0 (the stem's output, the first cell's
     input) then the output of every cell and reduction block.
@@ -104,6 +160,7 @@ class NB201Network(nn.Module):
         cells_per_stage: int = 5,
         in_channels: int = 3,
         num_classes: int = 10,
+        live_edges_only: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (
@@ -130,7 +187,10 @@ class NB201Network(nn.Module):
             if stage > 0:
                 layers.append(ResidualReduction(c, 2 * c))
                 c *= 2
-            layers.extend(NB201Cell(self.arch_pairs, c) for _ in range(cells_per_stage))
+            for _ in range(cells_per_stage):
+                cell = NB201Cell(self.arch_pairs, c)
+                cell.live_edges_only = live_edges_only
+                layers.append(cell)
         self.cells = nn.Sequential(*layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
         self.pool = nn.AdaptiveAvgPool2d(1)

@@ -200,6 +200,33 @@ class SearchSpaceContract:
             assert isinstance(n, int) and n > 0
             assert n == sum(p.numel() for p in self.build(arch).parameters() if p.requires_grad)
 
+    def test_a_network_built_for_training_trains_as_the_built_one(self):
+        # build_for_training may skip work, never change what training computes: equal logits, equal
+        # gradients (a parameter it leaves without one has a zero gradient in the built network),
+        # equal logits again after SGD steps with weight decay
+        x = self.images()
+        y = torch.arange(self.batch_size) % self.num_classes
+        sizes = {"in_channels": self.in_channels, "num_classes": self.num_classes, "image_size": self.image_size}
+        for arch in self.archs(self.num_samples):
+            nets = []
+            for build in (self.space.build, self.space.build_for_training):
+                torch.manual_seed(0)
+                nets.append(build(arch, **sizes).train())
+            built, trained = nets
+            opts = [torch.optim.SGD(n.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4) for n in nets]
+            for step in range(3):
+                outs = [n(x) for n in nets]
+                assert torch.equal(outs[0], outs[1]), f"{arch}: logits differ at step {step}"
+                for opt, out in zip(opts, outs):
+                    opt.zero_grad()
+                    torch.nn.functional.cross_entropy(out, y).backward()
+                for (name, p), q in zip(built.named_parameters(), trained.parameters()):
+                    expected = p.grad if p.grad is not None else torch.zeros_like(p)
+                    got = q.grad if q.grad is not None else torch.zeros_like(q)
+                    assert torch.equal(got, expected), f"{arch} {name}: gradients differ at step {step}"
+                for opt in opts:
+                    opt.step()
+
     def test_a_network_computes_the_same_channels_last(self):
         # trains_channels_last only changes the memory layout: logits and gradients agree up to rounding
         assert isinstance(type(self.space).trains_channels_last, bool)

@@ -184,3 +184,59 @@ def test_hand_count_matches_table_almost_everywhere(params_mb):
     exact = sum(abs(hand_count(a, 16, 5, 3, 10) / 1e6 - mb) < 1e-6 for a, mb in params_mb.items())
     assert len(params_mb) == 15_625
     assert exact / len(params_mb) > 0.98
+
+
+# cells with every way an edge can be skipped when training: none edges, a node unused by the
+# output (node 1 here feeds only none edges), a node with only none inputs, an all-none cell
+LIVE_EDGE_CASES = (
+    "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|nor_conv_1x1~2|",
+    "|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+    "|nor_conv_1x1~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|",
+    ALL_NONE,
+    *MIXED,
+)
+
+
+def test_the_live_edge_plan_skips_none_edges_and_unused_nodes():
+    from proxynas.spaces.nb201_network import _live_inputs
+
+    # node 1 feeds none edges only: unused; node 2 is fed by node 0 and (none) node 1
+    zero = [False, False, True, False, True, False]
+    assert _live_inputs(zero, 4) == [None, [(1, 0)], [(3, 0), (5, 2)]]
+    assert _live_inputs([True] * 6, 4) == [None, None, []]  # the output node, fed by none edges only
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_cell_network_built_for_training_trains_bit_for_bit_as_the_built_one(channels_last):
+    from proxynas.data.types import ImageData
+    from proxynas.training import TrainSettings, fit
+
+    space = NB201Space(channels=4, cells_per_stage=2)
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(40) % 4
+    data = ImageData(torch.randn(40, 3, 8, 8, generator=g) + y.view(-1, 1, 1, 1), y, tuple("abcd"), (0.0,) * 3,
+                     (1.0,) * 3)
+    settings = TrainSettings(epochs=4, batch_size=16, augment="dsa", curve_every=2)
+    for arch in LIVE_EDGE_CASES:
+        curves = []
+        for build in (space.build, space.build_for_training):
+            torch.manual_seed(0)
+            net = build(arch, in_channels=3, num_classes=4, image_size=8)
+            curves.append(fit(net, data, settings, device=torch.device("cpu"), seed=0, eval_data=data,
+                              channels_last=channels_last).curve)
+        assert curves[0] == curves[1], arch
+
+
+def test_only_a_network_built_for_training_skips_edges():
+    space = NB201Space(channels=4, cells_per_stage=1)
+    sizes = {"in_channels": 3, "num_classes": 4, "image_size": 8}
+    built, trained = space.build(ALL_NONE, **sizes), space.build_for_training(ALL_NONE, **sizes)
+    cells = [m for m in built.modules() if hasattr(m, "live_edges_only")]
+    assert cells and not any(c.live_edges_only for c in cells)
+    assert all(c.live_edges_only for c in trained.modules() if hasattr(c, "live_edges_only"))
+    # zero-cost proxies read every edge: the built network still runs its none edges
+    calls = []
+    for edge in cells[0].edges:
+        edge.register_forward_hook(lambda *args: calls.append(1))
+    built(torch.randn(2, 3, 8, 8))
+    assert len(calls) == 6
