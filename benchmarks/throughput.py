@@ -27,7 +27,7 @@ batch 256) and scores them on the same ``--eval-size`` validation images:
 (f) ``side by side K``: ``TrainProxy(arch_batch=K, batching="side_by_side")``,
     K whole networks trained at once, network k on CUDA stream k so that
     their kernels may overlap (on a CPU one after another, each as (b)
-    trains it), in-process.
+    trains it), in-process and, on a CPU, in N workers.
 
 ``--variants`` picks which run (``a,b,c,d,e,f``); ``--steps N`` replaces the
 size's schedule with N training steps, for a quick first look at each
@@ -478,6 +478,9 @@ def main(argv=None) -> int:
         together = replace(proxy, arch_batch=k, batching="side_by_side")
         side[k] = accs(measure(f"(f) side by side K={k}", archs,
                                lambda: score_all(together, archs, ctx, workers=1, progress=Ticker(time.perf_counter()))))
+        if cpu:
+            measure(f"(f) side by side K={k} workers={args.workers}", archs,
+                    lambda: score_all(together, archs, ctx, workers=args.workers))
 
     if not rows:
         return 0

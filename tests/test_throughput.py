@@ -72,5 +72,6 @@ def test_side_by_side_training_scores_each_arch_as_the_per_arch_path_on_a_cpu(be
                        "--data-root", folder, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     names = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| (")]
-    assert names == ["(b) per-arch", "(f) side by side K=2", "(f) side by side K=3"]
+    assert names == ["(b) per-arch", "(f) side by side K=2", "(f) side by side K=2 workers=2", "(f) side by side K=3",
+                     "(f) side by side K=3 workers=2"]
     assert "(b) per-arch vs (f) side by side K=3 on 3 archs: mean abs diff 0.00, max 0.00 points" in out
