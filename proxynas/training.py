@@ -369,6 +369,7 @@ def fit_side_by_side(
         measure=measure if eval_data is not None else None, teacher=teacher, check_every=check_every,
     )
 
+
 def _criterion(settings: TrainSettings, soft_labels: torch.Tensor | None, label_loss: str):
     if soft_labels is not None and settings.soft_labels:
         return F.mse_loss if label_loss == "mse" else _soft_cross_entropy
@@ -402,7 +403,7 @@ def _train(
     teacher: nn.Module | None,
     check_every: int,
 ) -> list[tuple[EpochRecord, ...]]:
-    """The SGD loop of :func:`fit` and :func:`fit_fused`: one learning curve per network.
+    """The SGD loop of :func:`fit`, :func:`fit_fused` and :func:`fit_side_by_side`: one learning curve per network.
 
     ``losses(batch, targets, teacher_logits)`` gives the ``[n]`` losses of the
     n networks (``network``'s parameters) on a batch; ``measure()`` their
