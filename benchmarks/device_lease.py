@@ -10,9 +10,11 @@ part's full output is written to ``--out/<part>.log``; the tables are printed
 again at the end (the tool returns only the tail of the output).
 
 1. ``env``: the card (``nvidia-smi -L``), torch and CUDA versions.
-   ``graphs`` (issue 13): ``tests/test_step_graphs.py`` on the card (its
-   two CUDA tests capture real graphs: graphed training agrees with eager
-   training, one graph per batch shape, a NaN still stops it), then
+   ``graphs`` (issue 13): ``tests/test_step_graphs.py`` and
+   ``tests/models/test_parallel.py`` on the card (their CUDA tests capture
+   real graphs: graphed training agrees with eager training, one graph per
+   batch shape, a NaN still stops it; networks on CUDA streams, with and
+   without graphs, train as alone), then
    ``throughput.py --size gpu --steps 100 --cuda-graphs``: (a) beside
    (b) and (f) (K networks side by side on K CUDA streams, one graph with K
    parallel branches) with every training step replayed as a CUDA graph
@@ -167,7 +169,8 @@ def main(argv=None) -> int:
     throughput = [py, str(HERE / "throughput.py"), "--size", args.throughput_size, "--data-root", args.data_root,
                   "--device", args.device]
     if "graphs" in parts:
-        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_step_graphs.py")]
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_step_graphs.py"),
+               str(ROOT / "tests" / "models" / "test_parallel.py")]
         results["graphs_test"] = run_part("graphs_test", cmd, min(90, left()), out)[0]
         # 100 steps: each arch's captures (2 batch shapes, 3 warm-up steps each) weigh as they would in 400
         graphed = [*throughput, "--steps", "100", "--archs", "24", "--naive-archs", "4", "--cuda-graphs"]
