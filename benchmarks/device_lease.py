@@ -117,8 +117,9 @@ def run_part(name: str, cmd: list[str], timeout: float, out: Path) -> tuple[str,
 def tables(text: str) -> str:
     """The markdown table rows and the lines just before/after them (what the end summary repeats)."""
     keep = [line for line in text.splitlines()
-            if line.startswith(("|", "#", "all ", "agreement", "(spread", "  ", "    ", "[", "Traceback"))
-            or "Error" in line]
+            if line.startswith(("|", "#", "all ", "agreement", "(spread", "  ", "    ", "[", "Traceback", "(a)", "(b)",
+                                "FAILED", "SKIPPED"))
+            or "Error" in line or re.search(r"\d+ (passed|failed)", line)]
     return "\n".join(keep[-60:])
 
 

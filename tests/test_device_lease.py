@@ -46,3 +46,9 @@ def test_a_failing_part_reports_its_exit_code_and_the_next_part_runs(lease, tmp_
     assert code == 3
     assert lease.run_part("good", [sys.executable, "-c", "print('| a | b |')"], 30, tmp_path)[2] == 0
     assert lease.tables("noise\n| a | b |\nmore noise") == "| a | b |"
+
+
+def test_the_summary_keeps_tables_and_test_outcomes(lease):
+    text = "noise\n| a | b |\n.....ss\nFAILED tests/x.py::test_y - AssertionError\n1 failed, 23 passed, 4 skipped in 14.6s\n"
+    kept = lease.tables(text).splitlines()
+    assert kept == ["| a | b |", "FAILED tests/x.py::test_y - AssertionError", "1 failed, 23 passed, 4 skipped in 14.6s"]
