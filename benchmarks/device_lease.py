@@ -174,8 +174,8 @@ def main(argv=None) -> int:
                str(ROOT / "tests" / "models" / "test_parallel.py")]
         results["graphs_test"] = run_part("graphs_test", cmd, min(90, left()), out)[0]
         # 100 steps: each arch's captures (2 batch shapes, 3 warm-up steps each) weigh as they would in 400
-        graphed = [*throughput, "--steps", "100", "--archs", "24", "--naive-archs", "4", "--cuda-graphs"]
-        for name, extra, share in (("throughput_graphs", ["--variants", "a,b,f", "--k", "8,24"], 0.25),
+        graphed = [*throughput, "--steps", "100", "--archs", "24", "--naive-archs", "2", "--cuda-graphs"]
+        for name, extra, share in (("throughput_graphs", ["--variants", "a,b,f", "--k", "8,24"], 0.3),
                                    ("throughput_graphs_more", ["--variants", "c,d", "--k", "24", "--processes", "4"],
                                     0.15)):
             results[name] = run_part(name, [*graphed, *extra], min(share * args.budget, left()), out)[0]
