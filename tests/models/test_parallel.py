@@ -97,10 +97,11 @@ def test_a_diverging_network_is_named():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="runs networks on CUDA streams: needs a CUDA device")
 @pytest.mark.parametrize("graphs", [False, True])
-def test_networks_on_cuda_streams_train_as_alone_up_to_float_rounding(graphs):
+def test_networks_on_cuda_streams_train_as_alone_up_to_float_rounding(graphs, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # rounding, not atomics, is what may differ
     cuda = torch.device("cuda")
     data = _blobs()
-    settings = TrainSettings(epochs=4, batch_size=16, augment="dsa", amp=False, cuda_graphs=graphs)
+    settings = TrainSettings(epochs=2, batch_size=16, augment="dsa", amp=False, cuda_graphs=graphs)
     together = fit_side_by_side([_network(a) for a in ARCHS], data, settings, device=cuda, seed=0, labels=ARCHS,
                                 eval_data=data, channels_last=True)
     alone = [fit(_network(a), data, replace(settings, cuda_graphs=False), device=cuda, seed=0, eval_data=data,
