@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from memory_layout import mean_seconds  # noqa: E402
 from proxynas.device import resolve_device  # noqa: E402
 from proxynas.spaces import NB201Space  # noqa: E402
 
@@ -67,17 +68,6 @@ def _stepper(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: tor
     return step, logits
 
 
-def _seconds(step, device: torch.device, calls: int) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(calls):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / calls
-
-
 def case_row(case: Case, device: torch.device, repeats: int) -> tuple[str, int, float, float, bool]:
     """``(label, archs, built ms/step, live-edge ms/step, bit-equal)``: means over the archs."""
     space = NB201Space(channels=case.channels, cells_per_stage=case.cells)
@@ -96,7 +86,7 @@ def case_row(case: Case, device: torch.device, repeats: int) -> tuple[str, int, 
         times: list[list[float]] = [[], []]
         for _ in range(repeats):
             for (step, _), store in zip(steppers, times):
-                store.append(_seconds(step, device, case.steps))
+                store.append(mean_seconds(step, device, case.steps))
         built_total += statistics.median(times[0])
         live_total += statistics.median(times[1])
         # both made the same number of steps from the same weights: their last logits must agree exactly

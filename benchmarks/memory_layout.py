@@ -79,7 +79,7 @@ QUICK = {
 }
 
 
-def _seconds(fn: Callable[[], object], device: torch.device, calls: int) -> float:
+def mean_seconds(fn: Callable[[], object], device: torch.device, calls: int) -> float:
     """Mean seconds of ``fn()`` over ``calls`` calls after one untimed call."""
     fn()
     if device.type == "cuda":
@@ -113,7 +113,7 @@ def operator_rows(shapes, device: torch.device, repeats: int, calls: int = 20) -
                     t = x.contiguous(memory_format=fmt).requires_grad_()
                     w = weight.contiguous(memory_format=fmt).requires_grad_()
                     g = grad.contiguous(memory_format=fmt)
-                    times[layout].append(_seconds(lambda: torch.autograd.grad(op(t, w), t, g), device, calls))
+                    times[layout].append(mean_seconds(lambda: torch.autograd.grad(op(t, w), t, g), device, calls))
             shape = f"[{BATCH}, {channels}, {size}, {size}]"
             rows.append((name, shape, 1000 * statistics.median(times["NCHW"]),
                          1000 * statistics.median(times["channels-last"])))
@@ -131,7 +131,7 @@ def step_seconds(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device:
         loss.backward()
         opt.step()
 
-    return _seconds(step, device, steps)
+    return mean_seconds(step, device, steps)
 
 
 def network_row(case: NetworkCase, device: torch.device, repeats: int) -> tuple[str, str, int, float, float, bool]:
