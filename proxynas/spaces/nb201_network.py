@@ -91,6 +91,8 @@ class NB201Cell(nn.Module):
             if not inputs:  # only none edges come in: zeros, still depending on x as NB201's are
                 feats.append(x.mul(0.0))
                 continue
+            # summed from 0 as forward_all_edges sums: dropping that add reorders the backward's
+            # gradient accumulation, and the gradients would no longer round alike
             feats.append(sum(self.edges[k](feats[i]) for k, i in inputs))
         return feats[-1]
 
