@@ -6,6 +6,11 @@ import torch
 from tests.benchmark_scripts import load_benchmark
 
 
+def _quotient_rounding(numerator: float, denominator: float) -> float:
+    """How far a ratio printed to 0.01 may be from the quotient of its times printed to 0.1 ms."""
+    return 0.005 + (numerator / denominator) * (0.05 / numerator + 0.05 / denominator) + 1e-9
+
+
 def test_the_quick_run_times_both_builds_and_finds_them_bit_equal(capsys):
     bench = load_benchmark("live_edges")
     threads = torch.get_num_threads()
@@ -18,5 +23,5 @@ def test_the_quick_run_times_both_builds_and_finds_them_bit_equal(capsys):
     assert len(rows) == 1
     label, archs, built, live, ratio, equal = rows[0]
     assert archs == "3" and float(built) > 0 and float(live) > 0
-    assert float(ratio) == pytest.approx(float(live) / float(built), abs=0.01)
+    assert float(ratio) == pytest.approx(float(live) / float(built), abs=_quotient_rounding(float(live), float(built)))
     assert equal == "yes"

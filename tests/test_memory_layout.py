@@ -6,6 +6,11 @@ import torch
 from tests.benchmark_scripts import load_benchmark
 
 
+def _quotient_rounding(numerator: float, denominator: float) -> float:
+    """How far a ratio printed to 0.01 may be from the quotient of its times printed to 0.1 ms."""
+    return 0.005 + (numerator / denominator) * (0.05 / numerator + 0.05 / denominator) + 1e-9
+
+
 @pytest.fixture(scope="module")
 def bench():
     return load_benchmark("memory_layout")
@@ -29,8 +34,11 @@ def test_the_quick_run_times_every_operator_and_space_in_both_layouts(bench, cap
     assert set(spaces) == {"nb201", "convnet720"}
     for row in spaces.values():
         nchw, nhwc, ratio = float(row[3]), float(row[4]), float(row[5])
-        assert nchw > 0 and nhwc > 0 and ratio == pytest.approx(nhwc / nchw, abs=0.01)
-        assert row[7] == ("yes" if (row[6] == "True") == (nhwc < nchw) else "NO")
+        assert nchw > 0 and nhwc > 0 and ratio == pytest.approx(nhwc / nchw, abs=_quotient_rounding(nhwc, nchw))
+        if nchw != nhwc:  # equal after rounding to 0.1 ms: the verdict comes from the unrounded times
+            assert row[7] == ("yes" if (row[6] == "True") == (nhwc < nchw) else "NO")
+        else:
+            assert row[7] in {"yes", "NO"}
     assert spaces["nb201"][6] == "True" and spaces["convnet720"][6] == "False"  # what the spaces declare
 
 
