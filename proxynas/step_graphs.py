@@ -17,7 +17,10 @@ graph needs, and what :class:`StepGraphs` provides:
   momentum and any other listed tensor are undone, so training starts where
   eager training would;
 * one graph per input shape (a 500-image summary in batches of 256 has a
-  last batch of 244), captured when the shape is first seen.
+  last batch of 244), captured when the shape is first seen; the graphs of
+  one :class:`StepGraphs` share one memory pool and one capture stream on
+  the step's own device (a graph captured on another device's stream would
+  be empty: ``run.device=cuda:1``).
 
 On a CPU there are no graphs: the same step runs eagerly on the same static
 buffers, which is what the CPU tests check against eager training.
@@ -109,6 +112,8 @@ class StepGraphs:
         self.capture = device.type == "cuda" if capture is None else capture
         self.warmup = warmup
         self._graphs: dict[tuple, _Captured] = {}
+        self._pool = None  # one memory pool and capture stream for all of this step's graphs
+        self._capture_stream: torch.cuda.Stream | None = None
 
     @property
     def captured(self) -> int:
@@ -128,26 +133,58 @@ class StepGraphs:
     def _prepare(self, inputs: Inputs) -> _Captured:
         static = tuple(None if t is None else t.detach().clone() for t in inputs)
         saved = [t.detach().clone() for t in self.state]
-        if self.capture:
+        if not self.capture:
+            for _ in range(self.warmup):
+                self.step(static)
+            self._restore(saved)
+            step = self.step  # not self in the lambda: no reference cycle
+            return _Captured(static, lambda: step(static))
+        with torch.cuda.device(self.device):
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
                 for _ in range(self.warmup):
                     self.step(static)
             torch.cuda.current_stream(self.device).wait_stream(side)
-        else:
-            for _ in range(self.warmup):
-                self.step(static)
-        self._restore(saved)
-        if not self.capture:
-            step = self.step  # not self in the lambda: no reference cycle
-            return _Captured(static, lambda: step(static))
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.step(static)
+            self._restore(saved)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+                self._capture_stream = torch.cuda.Stream(self.device)
+            graph = torch.cuda.CUDAGraph()
+            capture_graph(graph, lambda: self.step(static), pool=self._pool, stream=self._capture_stream)
         return _Captured(static, graph.replay)
 
     def _restore(self, saved: list[torch.Tensor]) -> None:
         with torch.no_grad():
             for tensor, value in zip(self.state, saved):
                 tensor.copy_(value)
+
+
+def capture_graph(graph, step: Callable[[], None], *, pool, stream) -> None:
+    """Capture ``step()`` into ``graph`` (torch.cuda.graph); if the step fails, raise the step's own error.
+
+    Sharing ``pool`` between the graphs of one step is safe in any replay
+    order because nothing a graph allocates is read after its replay: what
+    persists (weights, momentum, BatchNorm buffers, loss sums, static inputs,
+    the learning rate) was allocated before capture. When the step raises
+    inside the capture (out of memory, say), ending the capture may fail too
+    ("operation not permitted when stream is capturing", an unjoined side
+    stream) and that error would replace the step's, which is what the
+    caller tells the user about (an out-of-memory names ``arch_batch``); the
+    capture's context manager then also leaves its stream current, so the
+    stream that was current is restored.
+    """
+    current = torch.cuda.current_stream(stream.device)
+    failure: BaseException | None = None
+    try:
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
+            try:
+                step()
+            except BaseException as exc:
+                failure = exc
+                raise
+    except BaseException as exc:
+        if failure is None or exc is failure:
+            raise
+        torch.cuda.set_stream(current)  # ending the capture failed before it restored the stream
+        raise failure from None

@@ -144,7 +144,7 @@ def _augmenter(kind: str):
         # other archs trained at once), so fused and one-by-one training see the same
         def flip(x: torch.Tensor, step: int) -> torch.Tensor:
             coins = torch.rand(len(x), 1, 1, 1, generator=torch.Generator().manual_seed(step))
-            return torch.where(coins.to(x.device) < 0.5, x.flip(3), x)
+            return torch.where(to_device_async(coins, x.device) < 0.5, x.flip(3), x)
 
         return flip
     return lambda x, step: x
@@ -516,6 +516,7 @@ def _train(
         if last or measured is not None or step % check_every < taken:
             check()
             flush()
+    steps.finish()
     return [tuple(c) for c in curves]
 
 
@@ -583,6 +584,9 @@ class _EagerSteps:
         if self.sched is not None:
             self.sched.step()
 
+    def finish(self) -> None:
+        """Nothing to release: the last step's gradients stay, as PyTorch leaves them."""
+
 
 class _GraphedSteps:
     """Training steps as CUDA graph replays (:mod:`proxynas.step_graphs`); eager, on the same buffers, on a CPU.
@@ -606,7 +610,7 @@ class _GraphedSteps:
         # cycle, and the graphs' memory would wait for the garbage collector after each network
         lr_now = self.lr_now = torch.full((), self.rates[0], device=device)
         epoch_now = self.epoch_now = torch.zeros((), dtype=torch.long, device=device)
-        params = list(network.parameters())
+        params = self.params = list(network.parameters())
         buffers = [torch.zeros_like(p) for p in params] if recipe.momentum else []
 
         def step(inputs: tuple[torch.Tensor | None, ...]) -> None:
@@ -634,6 +638,12 @@ class _GraphedSteps:
 
     def __call__(self, inputs: tuple[torch.Tensor | None, ...]) -> None:
         self.graphs(inputs)
+
+    def finish(self) -> None:
+        """Drop the gradients: they are the last captured graph's buffers (in its memory pool, which
+        they would keep held as long as the trained network lives), not the last step's."""
+        for p in self.params:
+            p.grad = None
 
 
 def train_model(model: nn.Module, data: ImageData, settings: TrainSettings, **options: Any) -> nn.Module:

@@ -7,6 +7,8 @@ capture and replay real graphs and run where a CUDA device is
 (``benchmarks/device_lease.py``'s ``graphs`` part runs them on a lent GPU).
 """
 
+import contextlib
+import types
 from dataclasses import replace
 
 import pytest
@@ -15,7 +17,8 @@ from torch import nn
 
 from proxynas.data.types import ImageData
 from proxynas.errors import DivergenceError
-from proxynas.step_graphs import StepGraphs, sgd_step_
+import proxynas.step_graphs as step_graphs
+from proxynas.step_graphs import StepGraphs, capture_graph, sgd_step_
 from proxynas.training import TrainSettings, fit, fit_fused
 
 CPU = torch.device("cpu")
@@ -171,6 +174,94 @@ def test_a_parameter_without_a_gradient_is_left_alone_as_torch_sgd_leaves_it():
     net = WithSpare()
     fit(net, _blobs(), TrainSettings(epochs=2, batch_size=16, cuda_graphs=True), device=CPU, seed=0)
     assert torch.equal(net.spare.detach(), torch.ones(4))  # weight decay would have shrunk it
+
+
+def test_graphed_training_leaves_no_gradients_behind():
+    data = _blobs()
+    settings = TrainSettings(epochs=1, batch_size=16)
+    eager, graphed = _nb201(), _nb201()
+    fit(eager, data, settings, device=CPU, seed=0)
+    fit(graphed, data, replace(settings, cuda_graphs=True), device=CPU, seed=0)
+    assert all(p.grad is not None for p in eager.parameters())  # as torch leaves them
+    # on CUDA they would be the last captured graph's buffers, keeping its memory pool held
+    assert all(p.grad is None for p in graphed.parameters())
+
+
+class _FakeCapture:
+    """torch.cuda.graph's shape: its exit ends the capture, which fails when ``end_fails``."""
+
+    def __init__(self, events: list, end_fails: bool):
+        self.events, self.end_fails = events, end_fails
+
+    def __call__(self, graph, pool=None, stream=None):
+        self.events.append(("capture", pool, stream))
+        return self
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        if self.end_fails:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.events.append("ended")
+        return False
+
+
+class _FakeStream:
+    device = torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize("end_fails", [False, True])
+def test_a_step_failing_inside_a_capture_raises_its_own_error(monkeypatch, end_fails):
+    events: list = []
+    monkeypatch.setattr(torch.cuda, "graph", _FakeCapture(events, end_fails))
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream before", device))
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: events.append(("restored", stream)))
+    stream = _FakeStream()
+
+    def out_of_memory():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate"):
+        capture_graph(object(), out_of_memory, pool="pool", stream=stream)
+    restored = [("restored", ("stream before", stream.device))] if end_fails else ["ended"]
+    assert events == [("capture", "pool", stream), *restored]
+
+    events.clear()
+    if end_fails:  # a step that ran but whose capture is invalid: the capture's error
+        with pytest.raises(RuntimeError, match="stream is capturing"):
+            capture_graph(object(), lambda: None, pool="pool", stream=stream)
+    else:
+        capture_graph(object(), lambda: None, pool="pool", stream=stream)
+    assert ("restored", ("stream before", stream.device)) not in events
+
+
+class _FakeCudaStream:
+    def __init__(self, device=None):
+        self.device = device
+
+    def wait_stream(self, other):
+        pass
+
+
+def test_the_graphs_of_one_step_share_one_pool_and_a_capture_stream_on_its_device(monkeypatch):
+    pools, captures = iter(["pool A", "pool B"]), []
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: next(pools))
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeCudaStream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _FakeCudaStream(device))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: types.SimpleNamespace(replay=lambda: None))
+    monkeypatch.setattr(step_graphs, "capture_graph",
+                        lambda graph, step, *, pool, stream: captures.append((pool, stream)))
+    cuda1 = torch.device("cuda", 1)
+    graphs = StepGraphs(lambda inputs: None, [], device=cuda1, capture=True)
+    for rows in (4, 3, 4):  # a full batch, the last one, a full one again
+        graphs((torch.zeros(rows, 2),))
+    assert len(captures) == 2
+    (pool_a, stream_a), (pool_b, stream_b) = captures
+    # a capture on the current device's stream, not cuda:1's, would record an empty graph
+    assert pool_a == pool_b == "pool A" and stream_a is stream_b and stream_a.device == cuda1
 
 
 def test_the_cuda_graphs_knob_is_keyed_only_when_switched_on():

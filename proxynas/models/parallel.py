@@ -55,6 +55,8 @@ class SideBySide(nn.Module):
         return torch.stack(outputs, dim=1)
 
     def _streams_on(self, device: torch.device) -> list[torch.cuda.Stream]:
+        # torch.cuda.Stream hands out a fixed pool of 32 streams per device in turn: beyond 32
+        # networks some share a stream, which stays correct but runs them one after another
         if device not in self._streams:
             self._streams[device] = [torch.cuda.Stream(device) for _ in self.networks]
         return self._streams[device]

@@ -72,15 +72,25 @@ def measures_memory(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def peak_bytes(run: Callable[[], object], device: torch.device) -> int:
-    """Bytes the allocator's peak rose above its level before ``run()`` on CUDA ``device``."""
+def peak_bytes(run: Callable[[], object], device: torch.device, *, reserved: bool = False) -> int:
+    """Bytes the allocator's peak rose above its level before ``run()`` on CUDA ``device``.
+
+    ``reserved``: the peak of the memory the allocator holds rather than of
+    the memory in tensors -- for training replayed as CUDA graphs, whose
+    private pools stay held while the graphs live although their tensors
+    count as freed after capture (so the allocated peak would miss them).
+    """
+    read_peak, read_now = (
+        (torch.cuda.max_memory_reserved, torch.cuda.memory_reserved) if reserved
+        else (torch.cuda.max_memory_allocated, torch.cuda.memory_allocated)
+    )
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
+    before = read_now(device)
     run()
     torch.cuda.synchronize(device)
-    return int(torch.cuda.max_memory_allocated(device) - before)
+    return int(read_peak(device) - before)
 
 
 def free_bytes(device: torch.device) -> int:

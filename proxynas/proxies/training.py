@@ -271,7 +271,9 @@ class TrainProxy(TrainSettings, Proxy):
             probe = dataclasses.replace(
                 self, arch_batch=count, steps=auto_batch.PROBE_STEPS, scores=("val_acc",), curve_every=0
             )
-            return auto_batch.peak_bytes(lambda: probe.score_batch([heaviest] * count, probe_ctx), ctx.device)
+            return auto_batch.peak_bytes(
+                lambda: probe.score_batch([heaviest] * count, probe_ctx), ctx.device, reserved=self.cuda_graphs
+            )
 
         budget = int(auto_batch.MEMORY_FRACTION * auto_batch.free_bytes(ctx.device) * ctx.memory_share)
         return auto_batch.fitting_count(peak, budget, len(archs))
@@ -332,8 +334,20 @@ class TrainProxy(TrainSettings, Proxy):
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's)."""
-    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+    """Whether ``exc``, or an error it was raised while handling, is an allocation failure.
+
+    CUDA's OutOfMemoryError or the CPU allocator's; the chain is walked
+    because an allocation that fails inside a CUDA-graph capture can surface
+    as the capture's error, with the out-of-memory as its context.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, torch.OutOfMemoryError) or "can't allocate memory" in str(cause):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _read(name: str, curve: Sequence[EpochRecord]) -> float:

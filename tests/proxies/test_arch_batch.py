@@ -90,7 +90,7 @@ def test_auto_measures_fused_probes_of_the_heaviest_arch_and_groups_by_the_count
     monkeypatch.setattr(NB201Space, "fuse", recording_fuse)
     monkeypatch.setattr(TrainProxy, "score_batch", recording_score_batch)
     monkeypatch.setattr(auto_batch, "measures_memory", lambda device: True)
-    monkeypatch.setattr(auto_batch, "peak_bytes", lambda run, device: run() and 0 or 1000 + 100 * fused_sizes[-1])
+    monkeypatch.setattr(auto_batch, "peak_bytes", lambda run, device, **_: run() and 0 or 1000 + 100 * fused_sizes[-1])
     monkeypatch.setattr(auto_batch, "free_bytes", lambda device: int(1350 / auto_batch.MEMORY_FRACTION) + 1)
     archs = [*ctx.space.sample(4, seed=3), ALL_CONV]
     proxy = TrainProxy(epochs=1, batch_size=64, arch_batch="auto")
@@ -132,7 +132,7 @@ def test_processes_sharing_a_gpu_each_fit_their_share_of_its_memory(ctx, monkeyp
     import dataclasses
 
     monkeypatch.setattr(auto_batch, "measures_memory", lambda device: True)
-    monkeypatch.setattr(auto_batch, "peak_bytes", lambda run, device: 1000 + 100 * calls[-1] if calls else 0)
+    monkeypatch.setattr(auto_batch, "peak_bytes", lambda run, device, **_: 1000 + 100 * calls[-1] if calls else 0)
     monkeypatch.setattr(auto_batch, "free_bytes", lambda device: int(3000 / auto_batch.MEMORY_FRACTION) + 1)
     calls: list[int] = []
     real = auto_batch.fitting_count
@@ -151,3 +151,34 @@ def test_processes_sharing_a_gpu_each_fit_their_share_of_its_memory(ctx, monkeyp
     halved = TrainProxy(epochs=1, arch_batch="auto").fitted_to(archs, dataclasses.replace(ctx, memory_share=0.5))
     assert alone == (3000 - 1000) // 100  # 20 networks in the whole card's budget
     assert halved.arch_batch == (1500 - 1000) // 100  # 5 in half of it
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_the_probe_reads_the_held_memory_when_steps_are_cuda_graphs(ctx, monkeypatch, cuda_graphs):
+    asked: list[bool] = []
+
+    def peak(run, device, *, reserved=False):
+        asked.append(reserved)
+        return 1000
+
+    monkeypatch.setattr(auto_batch, "measures_memory", lambda device: True)
+    monkeypatch.setattr(auto_batch, "peak_bytes", peak)
+    monkeypatch.setattr(auto_batch, "free_bytes", lambda device: 10**6)
+    TrainProxy(epochs=1, arch_batch="auto", cuda_graphs=cuda_graphs).fitted_to(ctx.space.sample(8, seed=0), ctx)
+    # a graph's private pool stays held after capture while its tensors count as freed
+    assert asked and set(asked) == {cuda_graphs}
+
+
+def test_an_out_of_memory_behind_another_error_still_names_arch_batch(ctx, monkeypatch):
+    def capture_fails(*args, **kwargs):
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        except torch.OutOfMemoryError:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(training, "fit_fused", capture_fails)
+    with pytest.raises(ConfigError, match=r"^proxy.arch_batch=2: 2 networks trained at once do not fit"):
+        score_all(TrainProxy(epochs=1, arch_batch=2), ctx.space.sample(2, seed=0), ctx, workers=1)
+    monkeypatch.setattr(training, "fit_fused", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bad kernel")))
+    with pytest.raises(RuntimeError, match="bad kernel"):  # not an allocation failure: raised as it is
+        score_all(TrainProxy(epochs=1, arch_batch=2), ctx.space.sample(2, seed=0), ctx, workers=1)
