@@ -15,6 +15,19 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("PROXYNAS_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "shared_data: uses the workplace's ../shared/data (set on every test that asks for it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # CI runs the suite once from a plain clone (no ../shared), then only these in the checkout: the marker
+    # is derived from the fixture, so a new test that needs the shared data cannot be left out of that run.
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_data)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The workplace's data folder (CIFAR-10 archive); the test is skipped where there is none."""
