@@ -16,7 +16,6 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy.stats import rankdata  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 from proxynas.data.types import ImageData  # noqa: E402
 
@@ -30,6 +29,10 @@ def _png(fig) -> bytes:
 
 def image_grid_png(data: ImageData, title: str = "") -> bytes:
     """One row per class, one column per image (the usual distilled-images figure)."""
+    # imported here: torchvision's package import pulls in torch._dynamo (~3 s), which every CLI command that
+    # imports the pipeline (a cached run, a bad-input error) would otherwise pay
+    from torchvision.utils import make_grid
+
     per_class = [data.of_class(k) for k in range(data.num_classes)]
     cols = max(len(p) for p in per_class)
     c, h, w = data.shape

@@ -114,3 +114,16 @@ def test_no_import_cycles_inside_the_package():
 @pytest.mark.parametrize("module", ["proxynas.app", "proxynas.pipeline", "proxynas.search.objective", "proxynas.tune"])
 def test_runner_builders_do_not_reach_for_the_cli(module):
     assert "proxynas.cli" not in import_graph()[module]
+
+
+def test_the_cli_path_does_not_import_torchvision():
+    """torchvision's package import pulls in torch._dynamo (seconds), which a cached run or a one-line
+    bad-input error would pay for nothing; the modules that need it import it where they use it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, proxynas.cli, proxynas.app, proxynas.pipeline, proxynas.plots; "
+             "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]"
