@@ -49,7 +49,12 @@ a run stopped by a timeout still reports what it finished.
 It prints one table: seconds, archs/minute, the speed-up over (a), peak
 memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS) and, on
 a GPU, the mean utilisation sampled from ``nvidia-smi`` while the variant
-ran; the wall time all 15,625 NB201 cells would take at the fastest rate
+ran, and the variant's arithmetic rate: the FLOPs its archs need
+(:func:`arch_flops`: convolutions and linear layers, counted once per arch)
+over its wall time, against a large matmul's rate on the same device measured
+in the same run (what the hardware reaches on dense arithmetic; NB201's
+8-64-channel convolutions reach a fraction of it, and the memory-bound
+BatchNorm, pooling and ReLU are not counted); the wall time all 15,625 NB201 cells would take at the fastest rate
 measured (an extrapolation, said so); then (a), (b) and the largest-K (d)
 side by side on every arch (final validation accuracy) with their pairwise
 agreement: (a) and (b) run the same algorithm and differ only in float
@@ -72,6 +77,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,6 +92,8 @@ from proxynas.spaces import NB201Space  # noqa: E402
 from workplace import WORKPLACE_CIFAR10  # noqa: E402
 
 NB201_CELLS = 15_625
+#: archs whose FLOPs are counted; a larger draw is charged their mean (the archs are uniformly drawn)
+FLOP_COUNTED_ARCHS = 16
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,53 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
             graph.replay()
         accs.append(held_out_accuracy(net, held_out, device, batch=256))
     return accs
+
+
+# -- arithmetic -----------------------------------------------------------------------
+def images_trained(n: int, batch: int, steps: int) -> int:
+    """Images a training of ``steps`` steps over ``n`` images in batches of ``batch`` runs through the network."""
+    per_epoch = math.ceil(n / batch)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * n + min(rest * batch, n)
+
+
+def arch_flops(space, arch: str, shape: tuple[int, int, int], num_classes: int, trained: int, scored: int) -> int:
+    """FLOPs of training ``arch`` on ``trained`` images (forward and backward) and scoring ``scored`` (forward).
+
+    As ``torch.utils.flop_counter`` counts them: convolutions and linear layers
+    (2 per multiply-add), in the network the proxy trains (``build_for_training``:
+    live edges only; (a) also runs the dead ones, which this does not count).
+    BatchNorm, pooling, ReLU, DSA and the SGD update are not counted: they move
+    memory more than they compute. Counted on 2 images and scaled, since every
+    counted operator is linear in the batch size.
+    """
+    net = space.build_for_training(arch, in_channels=shape[0], num_classes=num_classes, image_size=shape[1])
+    x, y = torch.zeros(2, *shape), torch.zeros(2, dtype=torch.long)
+    with FlopCounterMode(display=False) as training:
+        F.cross_entropy(net(x), y).backward()
+    net.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as scoring:
+        net(x)
+    return (training.get_total_flops() * trained + scoring.get_total_flops() * scored) // 2
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 0.5) -> float:
+    """GFLOP/s of a large square matmul on ``device`` (torch's thread count on a CPU): the ceiling to read
+    the variants' arithmetic rates against (small convolutions reach a fraction of it)."""
+    size = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while True:
+        for _ in range(1 if device.type == "cpu" else 10):
+            a @ b
+            count += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * size**3 * count / elapsed / 1e9
 
 
 # -- measuring ------------------------------------------------------------------------
@@ -416,15 +471,35 @@ def main(argv=None) -> int:
           f" cudnn.benchmark {args.cudnn_benchmark}, compiled {args.compile},"
           f" (b)-(d), (f) CUDA graphs {args.cuda_graphs}", flush=True)
 
+    # the arithmetic each arch needs, counted on the first archs (counting takes 0.2-0.4 s an arch, on the host)
+    steps = size.steps if size.steps else size.epochs * math.ceil(len(train) / min(256, len(train)))
+    trained = images_trained(len(train), min(256, len(train)), steps)
+    counted = {arch: arch_flops(space, arch, data.shape, data.num_classes, trained, len(held_out))
+               for arch in archs[:FLOP_COUNTED_ARCHS]}
+    mean_flops = statistics.fmean(counted.values())
+    peaks = {"fp32": matmul_peak(device)}
+    if not cpu:
+        peaks["bf16"] = matmul_peak(device, torch.bfloat16)
+    print(f"# arithmetic: {mean_flops / 1e9:.1f} GFLOP per arch (convolutions and linear layers of the live-edge"
+          f" network: {trained:,} images trained, {len(held_out):,} scored; mean of {len(counted)} archs"
+          + ("" if len(counted) == len(archs) else f", the first {len(counted)} of {len(archs)}") + ");"
+          f" matmul peak {', '.join(f'{k} {v:,.0f}' for k, v in peaks.items())} GFLOP/s", flush=True)
+
+    def peak_of(name: str) -> float:
+        # proxynas trains under bf16 autocast on CUDA; (a) and (e) are float32 loops
+        return peaks["fp32"] if cpu or name.startswith(("(a)", "(e)")) else peaks["bf16"]
+
     rows = []
 
     def measure(name: str, archs_run: list[str], fn) -> list[float]:
         result, seconds, memory, util = _timed(device, fn, profile=args.profile and not name.startswith("(c)"))
         rate = 60 * len(archs_run) / seconds
-        rows.append((name, len(archs_run), seconds, rate, memory, util))
+        gflops = sum(counted.get(arch, mean_flops) for arch in archs_run) / seconds / 1e9
+        rows.append((name, len(archs_run), seconds, rate, memory, util, gflops))
         # everything the table holds, so a run stopped later still reports this variant whole
         print(f"  {name:<22} {len(archs_run):>5} archs {seconds:8.1f} s {rate:8.1f} archs/min"
-              f"  peak {memory:.0f} MiB" + (f"  GPU util {util:.0f}%" if util is not None else ""), flush=True)
+              f"  peak {memory:.0f} MiB" + (f"  GPU util {util:.0f}%" if util is not None else "")
+              + f"  {gflops:.1f} GFLOP/s ({100 * gflops / peak_of(name):.0f}% of matmul peak)", flush=True)
         return result
 
     naive = per_arch = None
@@ -486,13 +561,17 @@ def main(argv=None) -> int:
         return 0
     base = rows[0][3] if naive is not None else None
     print(f"\n| variant ({device.type.upper()}) | archs | seconds | archs/min | vs (a) | peak memory MiB |"
-          + (" GPU util % |" if not cpu else ""))
-    print("|---|---|---|---|---|---|" + ("---|" if not cpu else ""))
-    for name, n, seconds, rate, memory, util in rows:
+          + (" GPU util % |" if not cpu else "") + " GFLOP/s | % of matmul peak |")
+    print("|---|---|---|---|---|---|" + ("---|" if not cpu else "") + "---|---|")
+    for name, n, seconds, rate, memory, util, gflops in rows:
         ratio = f"{rate / base:.2f}x" if base else "n/a"
         line = f"| {name} | {n} | {seconds:.1f} | {rate:.1f} | {ratio} | {memory:.0f} |"
-        print(line + (f" {util:.0f} |" if not cpu and util is not None else " n/a |" if not cpu else ""))
-    best_name, _, _, best_rate, _, _ = max(rows, key=lambda r: r[3])
+        line += f" {util:.0f} |" if not cpu and util is not None else " n/a |" if not cpu else ""
+        print(line + f" {gflops:.1f} | {100 * gflops / peak_of(name):.0f} |")
+    precision = "fp32" if cpu else "(a), (e) fp32, the others bf16 (autocast)"
+    print(f"(GFLOP/s: the counted arithmetic above over the variant's wall time; peak: a {precision} square matmul"
+          f" on this {device.type.upper()}, measured in this run)")
+    best_name, _, _, best_rate, *_ = max(rows, key=lambda r: r[3])
     print(f"\nall {NB201_CELLS:,} NB201 cells at the fastest rate measured ({best_name}, {best_rate:.1f} archs/min):"
           f" {NB201_CELLS / best_rate / 60:.1f} h (extrapolated, not measured)")
 

@@ -75,3 +75,35 @@ def test_side_by_side_training_scores_each_arch_as_the_per_arch_path_on_a_cpu(be
     assert names == ["(b) per-arch", "(f) side by side K=2", "(f) side by side K=2 workers=2", "(f) side by side K=3",
                      "(f) side by side K=3 workers=2"]
     assert "(b) per-arch vs (f) side by side K=3 on 3 archs: mean abs diff 0.00, max 0.00 points" in out
+
+
+def test_images_trained_counts_full_epochs_and_the_batches_of_a_partial_one(bench):
+    assert bench.images_trained(100, 100, 100) == 10_000  # the CPU size: every step is the whole summary
+    assert bench.images_trained(500, 256, 400) == 200 * 500  # the GPU size: 200 epochs of 2 batches
+    assert bench.images_trained(500, 256, 3) == 500 + 256
+
+
+def test_arch_flops_charges_a_conv_edge_its_forward_and_its_two_backward_convolutions(bench):
+    from proxynas.spaces import NB201Space
+
+    channels, cells, size, trained, scored = 4, 2, 8, 10, 7
+    space = NB201Space(channels=channels, cells_per_stage=cells)
+    skip_only = "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
+    with_conv = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|skip_connect~1|none~2|"
+    base, more = (bench.arch_flops(space, arch, (3, size, size), 10, trained, scored) for arch in (skip_only, with_conv))
+    # one 3x3 conv per cell; every stage has the same channels^2 x pixels (channels double as the side halves)
+    forward = 2 * channels**2 * 9 * size**2
+    assert more - base == 3 * cells * (3 * trained + scored) * forward
+
+
+def test_the_table_reports_each_variants_arithmetic_rate_against_a_matmul_peak(bench, folder, capsys):
+    assert bench.main(["--archs", "2", "--variants", "b", "--eval-size", "6", "--steps", "4",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    arithmetic = next(line for line in out.splitlines() if line.startswith("# arithmetic:"))
+    assert "mean of 2 archs" in arithmetic and "matmul peak fp32" in arithmetic
+    header = next(line for line in out.splitlines() if line.startswith("| variant (CPU)"))
+    assert header.endswith("| GFLOP/s | % of matmul peak |")
+    row = next(line for line in out.splitlines() if line.startswith("| (b) per-arch |"))
+    gflops, share = (float(cell) for cell in row.split("|")[-3:-1])
+    assert gflops > 0 and share >= 0
