@@ -107,3 +107,10 @@ def test_the_table_reports_each_variants_arithmetic_rate_against_a_matmul_peak(b
     row = next(line for line in out.splitlines() if line.startswith("| (b) per-arch |"))
     gflops, share = (float(cell) for cell in row.split("|")[-3:-1])
     assert gflops > 0 and share >= 0
+
+
+def test_flop_archs_counts_the_first_archs_and_says_so(bench, folder, capsys):
+    assert bench.main(["--archs", "2", "--flop-archs", "1", "--variants", "b", "--eval-size", "6", "--steps", "2",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    arithmetic = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# arithmetic:"))
+    assert "mean of 1 archs, the first 1 of 2" in arithmetic
