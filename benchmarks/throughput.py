@@ -54,8 +54,9 @@ ran, and the variant's arithmetic rate: the FLOPs its archs need
 over its wall time, against a large matmul's rate on the same device measured
 in the same run (what the hardware reaches on dense arithmetic; NB201's
 8-64-channel convolutions reach a fraction of it, and the memory-bound
-BatchNorm, pooling and ReLU are not counted); the wall time all 15,625 NB201 cells would take at the fastest rate
-measured (an extrapolation, said so); then (a), (b) and the largest-K (d)
+BatchNorm, pooling and ReLU are not counted); the wall time all 15,625
+NB201 cells would take at the fastest rate measured (an extrapolation, said
+so); then (a), (b) and the largest-K (d)
 side by side on every arch (final validation accuracy) with their pairwise
 agreement: (a) and (b) run the same algorithm and differ only in float
 rounding (thread count), which gives the noise floor (d) is held to.
