@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from proxynas.errors import ConfigError, ProxynasError
+from proxynas.pipeline_file import check_pipeline_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -275,6 +276,8 @@ COMMANDS = {"ui": cmd_ui, "tune": cmd_tune, "worker": cmd_worker, "search": cmd_
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)  # a usage error is a ConfigError (see _Parser)
+        if getattr(args, "pipeline", None) is not None:
+            check_pipeline_file(args.pipeline)  # before the commands import torch and the plugins
         return COMMANDS[args.command](args)
     except ProxynasError as exc:
         print(f"error: {exc}", file=sys.stderr)

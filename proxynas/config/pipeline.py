@@ -36,6 +36,7 @@ from proxynas.distill.herding import Herding
 from proxynas.distill.kcenter import KCenter
 from proxynas.distill.random import RandomCoreset
 from proxynas.errors import ConfigError
+from proxynas.pipeline_file import check_pipeline_file
 from proxynas.proxies import PROXIES, ParamsProxy, Proxy, TrainProxy
 from proxynas.reference import NB201TableProxy  # noqa: F401  (registers the "nb201_table" proxy)
 from proxynas.spaces import SEARCH_SPACES, NB201Space, SearchSpace
@@ -413,10 +414,7 @@ class PipelineConfig:
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a pipeline YAML, apply ``key=value`` overrides, validate."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise ConfigError(f"pipeline file {path} {what}; give a pipeline YAML file (see pipelines/ for examples)")
+    path = check_pipeline_file(path)
     try:
         raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
