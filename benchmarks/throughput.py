@@ -114,6 +114,13 @@ SIZES = {
 
 
 # -- (a): the naive loop, independent of proxynas.training ----------------------------
+def schedule(proxy: TrainProxy, n: int) -> tuple[int, int, int]:
+    """``(batch, steps per epoch, total steps)`` of training on ``n`` images with ``proxy``'s budget."""
+    batch = min(proxy.batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    return batch, per_epoch, proxy.steps if proxy.steps is not None else proxy.epochs * per_epoch
+
+
 def batches(n: int, batch: int, total: int, seed: int, device: torch.device):
     """``(step, indices)`` of ``total`` steps: each epoch a fresh permutation (seeded), cut into batches."""
     gen = torch.Generator().manual_seed(seed)
@@ -138,9 +145,7 @@ def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: 
                           image_size=data.shape[1]).to(device)
         net.train()
         n = len(train)
-        batch = min(proxy.batch_size, n)
-        per_epoch = math.ceil(n / batch)
-        total = proxy.steps if proxy.steps is not None else proxy.epochs * per_epoch
+        batch, per_epoch, total = schedule(proxy, n)
         opt = torch.optim.SGD(net.parameters(), lr=proxy.lr, momentum=proxy.momentum,
                               weight_decay=proxy.weight_decay, nesterov=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -198,9 +203,7 @@ def graphed_scores(archs, space, data: DatasetSplits, train: ImageData, held_out
     dsa = DSA(per_sample=True)
     accs = []
     n = len(train)
-    batch = min(proxy.batch_size, n)
-    per_epoch = math.ceil(n / batch)
-    total = proxy.steps if proxy.steps is not None else proxy.epochs * per_epoch
+    batch, per_epoch, total = schedule(proxy, n)
     x_all, y_all = train.x.to(device), train.y.to(device)
     for arch in archs:
         torch.manual_seed(seed)
@@ -481,8 +484,8 @@ def main(argv=None) -> int:
           f" (b)-(d), (f) CUDA graphs {args.cuda_graphs}", flush=True)
 
     # the arithmetic each arch needs, counted on the first archs (counting takes 0.2-0.4 s an arch, on the host)
-    steps = size.steps if size.steps else size.epochs * math.ceil(len(train) / min(256, len(train)))
-    trained = images_trained(len(train), min(256, len(train)), steps)
+    batch, _, steps = schedule(proxy, len(train))
+    trained = images_trained(len(train), batch, steps)
     counted = {arch: arch_flops(space, arch, data.shape, data.num_classes, trained, len(held_out))
                for arch in archs[:max(1, args.flop_archs)]}
     mean_flops = statistics.fmean(counted.values())
