@@ -17,11 +17,12 @@ def folder(tmp_path_factory):
 
 
 def test_the_naive_loop_per_arch_path_and_fused_batch_run_on_the_same_archs(bench, folder, capsys):
+    # NCHW throughout: (b) otherwise trains channels-last on a CPU, whose rounding differs from fused NCHW
     assert bench.main(["--archs", "3", "--naive-archs", "2", "--variants", "a,b,d", "--k", "3", "--eval-size", "6", "--steps", "12",
-                       "--data-root", folder, "--device", "cpu"]) == 0
+                       "--contiguous", "--data-root", folder, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     names = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| (")]
-    assert names[:3] == ["(a) naive loop", "(b) per-arch", "(d) fused K=3"]
+    assert names[:4] == ["(a) naive loop", "(a') naive, (b)'s scoring", "(b) per-arch", "(d) fused K=3"]
     assert not any(name.startswith("(c)") for name in names)  # not asked for
     agreement = next(line for line in out.splitlines() if line.startswith("| (b) per-arch vs (d) fused K=3 |"))
     assert float(agreement.split("|")[3]) < 1e-6  # same algorithm, same float32 arithmetic on one CPU
@@ -114,3 +115,39 @@ def test_flop_archs_counts_the_first_archs_and_says_so(bench, folder, capsys):
                        "--data-root", folder, "--device", "cpu"]) == 0
     arithmetic = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# arithmetic:"))
     assert "mean of 1 archs, the first 1 of 2" in arithmetic
+
+
+def test_the_naive_loop_is_charged_dc_benchs_scoring_and_separately_the_stricter_one(bench, folder, capsys):
+    assert bench.main(["--archs", "2", "--variants", "a", "--eval-size", "6", "--steps", "3",
+                       "--data-root", folder, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line.split("|") for line in out.splitlines() if line.startswith("| (a")}
+    dc_bench, strict = rows["(a) naive loop"], rows["(a') naive, (b)'s scoring"]
+    assert (dc_bench[5].strip(), strict[6].strip()) == ("1.00x", "1.00x")  # each its own column's baseline
+    note = next(line for line in out.splitlines() if line.startswith("((a) and (a') are one run"))
+    held_out = int(note.split("scoring on all ")[1].split()[0])
+    whole_s = float(note.split("as DC-Bench does (")[1].split(" s")[0])
+    capped_s = float(note.split("batches of 256 (")[1].split(" s")[0])
+    assert held_out > 6  # the whole held-out split, not (b)'s six images
+    # one run charged two ways: the seconds differ by the two scorings' difference (each printed to 0.1 s)
+    assert abs((float(dc_bench[3]) - float(strict[3])) - (whole_s - capped_s)) <= 0.15
+
+
+def test_naive_scores_scores_the_whole_split_apart_and_alike(bench):
+    import torch
+
+    from proxynas.data.types import DatasetSplits
+    from proxynas.proxies import TrainProxy
+    from proxynas.spaces import NB201Space
+    from proxynas.testing.distillers import tiny_images
+
+    train, val = tiny_images(per_class=(6, 6, 6)), tiny_images(per_class=(4, 4, 4), seed=1)
+    data = DatasetSplits("tiny", train, val, val)
+    space = NB201Space(channels=4, cells_per_stage=1)
+    archs = space.sample(2, seed=0)
+    proxy = TrainProxy(batch_size=256, lr=0.05, augment="dsa", steps=2)
+    alone = bench.naive_scores(archs, space, data, data.train, data.val, proxy, torch.device("cpu"), 0)
+    assert alone.whole_accs == [] and alone.whole_seconds == 0.0 and alone.scoring_seconds > 0
+    both = bench.naive_scores(archs, space, data, data.train, data.val, proxy, torch.device("cpu"), 0, whole=data.val)
+    assert both.accs == alone.accs  # scoring the whole split too changes nothing (a) trained
+    assert both.whole_accs == both.accs and both.whole_seconds > 0  # same images, batches of 64 instead of 256
