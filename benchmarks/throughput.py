@@ -295,7 +295,12 @@ def images_trained(n: int, batch: int, steps: int) -> int:
 
 def arch_flops(space, arch: str, shape: tuple[int, int, int], num_classes: int, trained: int, scored: int) -> int:
     """FLOPs of training ``arch`` on ``trained`` images (forward and backward) and scoring ``scored`` (forward)."""
-    training, scoring = arch_flops_per_image(space, arch, shape, num_classes)
+    return charged(arch_flops_per_image(space, arch, shape, num_classes), trained, scored)
+
+
+def charged(per_image: tuple[float, float], trained: int, scored: int) -> float:
+    """FLOPs of ``trained`` images trained and ``scored`` scored, from :func:`arch_flops_per_image`'s counts."""
+    training, scoring = per_image
     return training * trained + scoring * scored
 
 
@@ -529,8 +534,7 @@ def main(argv=None) -> int:
     mean_per_image = tuple(statistics.fmean(counts) for counts in zip(*per_image.values()))
 
     def flops(arch: str, scored: int) -> float:
-        training, scoring = per_image.get(arch, mean_per_image)
-        return training * trained + scoring * scored
+        return charged(per_image.get(arch, mean_per_image), trained, scored)
 
     mean_flops = statistics.fmean(flops(arch, len(held_out)) for arch in per_image)
     peaks = {"fp32": matmul_peak(device)}
