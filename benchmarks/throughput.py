@@ -169,7 +169,7 @@ def naive_scores(archs, space, data: DatasetSplits, train: ImageData, held_out: 
                           image_size=data.shape[1]).to(device)
         net.train()
         n = len(train)
-        batch, per_epoch, total = schedule(proxy, n)
+        batch, _, total = schedule(proxy, n)
         opt = torch.optim.SGD(net.parameters(), lr=proxy.lr, momentum=proxy.momentum,
                               weight_decay=proxy.weight_decay, nesterov=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -291,11 +291,6 @@ def images_trained(n: int, batch: int, steps: int) -> int:
     per_epoch = math.ceil(n / batch)
     epochs, rest = divmod(steps, per_epoch)
     return epochs * n + min(rest * batch, n)
-
-
-def arch_flops(space, arch: str, shape: tuple[int, int, int], num_classes: int, trained: int, scored: int) -> int:
-    """FLOPs of training ``arch`` on ``trained`` images (forward and backward) and scoring ``scored`` (forward)."""
-    return charged(arch_flops_per_image(space, arch, shape, num_classes), trained, scored)
 
 
 def charged(per_image: tuple[float, float], trained: int, scored: int) -> float:

@@ -91,7 +91,8 @@ def test_arch_flops_charges_a_conv_edge_its_forward_and_its_two_backward_convolu
     space = NB201Space(channels=channels, cells_per_stage=cells)
     skip_only = "|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|"
     with_conv = "|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|skip_connect~1|none~2|"
-    base, more = (bench.arch_flops(space, arch, (3, size, size), 10, trained, scored) for arch in (skip_only, with_conv))
+    base, more = (bench.charged(bench.arch_flops_per_image(space, arch, (3, size, size), 10), trained, scored)
+                  for arch in (skip_only, with_conv))
     # one 3x3 conv per cell; every stage has the same channels^2 x pixels (channels double as the side halves)
     forward = 2 * channels**2 * 9 * size**2
     assert more - base == 3 * cells * (3 * trained + scored) * forward
